@@ -1,0 +1,118 @@
+"""``gateway serve | export-schema | demo-upstream | check-sources``.
+
+Configuration problems end with one clear line on stderr and exit status 2, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from gateway.errors import ConfigError, DatabaseUnavailable
+from gateway.settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, Settings
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gateway", description="GraphQL gateway over upstream news sources.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway (uvicorn)")
+    serve.add_argument("--host", default=DEFAULT_HOST)
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEFAULT_PORT)))
+    serve.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
+    serve.add_argument("--sources", help="sources file (default: $GATEWAY_SOURCES, else the bundled demo sources)")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+    sub.add_parser("export-schema", help="print the GraphQL schema (SDL) to stdout")
+
+    demo = sub.add_parser("demo-upstream", help="run the offline demo upstream (NewsAPI, feeds, HN)")
+    demo.add_argument("--host", default=DEFAULT_HOST)
+    demo.add_argument("--port", type=int, default=9100)
+
+    check = sub.add_parser("check-sources", help="validate a sources file and exit")
+    check.add_argument("file")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "export-schema":
+            from gateway.schema import export_sdl
+
+            sys.stdout.write(export_sdl())
+            return 0
+        if args.command == "demo-upstream":
+            from gateway.demo.server import run
+
+            run(args.host, args.port)
+            return 0
+        if args.command == "check-sources":
+            settings = Settings.from_env(sources_file=args.file)
+            print(f"{args.file}: ok, {len(settings.sources)} source(s): {', '.join(s.id for s in settings.sources)}")
+            return 0
+    except (ConfigError, DatabaseUnavailable) as exc:
+        print(f"gateway: error: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.store.embedded import EmbeddedPostgres
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.sources:
+        os.environ["GATEWAY_SOURCES"] = args.sources
+    settings = Settings.from_env()  # validate here, once, with a clean error
+
+    # One embedded Postgres for all workers, owned by this (parent) process.
+    embedded: EmbeddedPostgres | None = None
+    if settings.database_url is None:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        os.environ["GATEWAY_DATABASE_URL"] = embedded.start_sync()
+    else:
+        asyncio.run(_check_database(settings.database_url))
+    try:
+        print(
+            f"gateway: {len(settings.sources)} source(s) from {settings.sources_file}; "
+            f"GraphiQL at http://{args.host}:{args.port}/graphql",
+            flush=True,
+        )
+        uvicorn.run(
+            "gateway.app:create_app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+            proxy_headers=True,
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop_sync()
+    return 0
+
+
+async def _check_database(url: str) -> None:
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(url, timeout=5)
+    except Exception as exc:  # any failure here is the operator's to fix
+        raise DatabaseUnavailable(f"cannot connect to GATEWAY_DATABASE_URL: {type(exc).__name__}: {exc}") from None
+    await conn.close()

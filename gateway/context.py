@@ -1,0 +1,29 @@
+"""The per-request GraphQL context: process services, fresh loaders, a deadline."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from gateway.loaders import Loaders
+from gateway.resilience.deadline import Deadline
+
+if TYPE_CHECKING:
+    from gateway.services import Services
+
+
+@dataclass(slots=True)
+class GatewayContext:
+    services: Services
+    loaders: Loaders
+    deadline: Deadline
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+def build_context(services: Services, *, request_id: str | None = None) -> GatewayContext:
+    deadline = Deadline.after(services.settings.request_deadline_ms / 1000)
+    ctx = GatewayContext(services, Loaders.create(services.source_service, deadline), deadline)
+    if request_id:
+        ctx.request_id = request_id
+    return ctx

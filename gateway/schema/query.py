@@ -1,0 +1,222 @@
+"""The root ``Query`` type."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from datetime import datetime, timezone
+from typing import Annotated
+
+import strawberry
+
+from gateway import __version__
+from gateway.errors import BadUserInput, CriticalSourceFailed, DatabaseUnavailable
+from gateway.loaders import FeedKey
+from gateway.outcomes import SourceOutcome
+from gateway.resilience.breaker import BreakerState as DomainBreakerState
+from gateway.schema.types import (
+    Article,
+    ArticleConnection,
+    ArticleEdge,
+    Breaker,
+    BreakerState,
+    DependencyHealth,
+    FirstArticles,
+    Health,
+    HealthStatus,
+    Info,
+    PageInfo,
+    Source,
+    SourceError,
+    SourceHealth,
+    SourceResult,
+    SourceStatus,
+    check_first,
+)
+from gateway.settings import SourceConfig
+from gateway.sources.base import NormalizedArticle, newest_first_key
+
+MAX_SEARCH_LENGTH = 200
+MAX_SOURCES_ARG = 50
+
+
+def encode_cursor(article: NormalizedArticle) -> str:
+    stamp = article.published_at.isoformat() if article.published_at else ""
+    return base64.urlsafe_b64encode(f"v1|{stamp}|{article.id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[bool, float, str]:
+    """The sort key a cursor stands for; a cursor survives its article leaving the cache."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        version, stamp, article_id = raw.split("|", 2)
+        if version != "v1" or not article_id:
+            raise ValueError(version)
+        if not stamp:
+            return (True, 0.0, article_id)
+        return (False, -datetime.fromisoformat(stamp).timestamp(), article_id)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise BadUserInput("`after` is not a cursor issued by this API") from None
+
+
+def _matches(article: NormalizedArticle, needle: str) -> bool:
+    return needle in article.title.lower() or (article.summary is not None and needle in article.summary.lower())
+
+
+def _source_result(outcome: SourceOutcome) -> SourceResult:
+    err = outcome.error
+    return SourceResult(
+        source=Source.of(outcome.source),
+        status=SourceStatus(outcome.status.value),
+        error=SourceError(code=err.code, message=err.message) if err else None,
+        latency_ms=outcome.latency_ms,
+        age_seconds=outcome.age_s,
+    )
+
+
+def _selected_sources(info: Info, ids: list[strawberry.ID] | None) -> list[SourceConfig]:
+    settings = info.context.services.settings
+    if ids is None:
+        return list(settings.sources)
+    if len(ids) > MAX_SOURCES_ARG:
+        raise BadUserInput(f"`sources` takes at most {MAX_SOURCES_ARG} ids, got {len(ids)}")
+    chosen: list[SourceConfig] = []
+    for source_id in dict.fromkeys(ids):
+        config = settings.source(source_id)
+        if config is None:
+            known = ", ".join(s.id for s in settings.sources)
+            raise BadUserInput(f"unknown source {source_id!r}; known sources: {known}")
+        chosen.append(config)
+    return chosen
+
+
+@strawberry.type(description="Read news and the gateway's state.")
+class Query:
+    @strawberry.field(
+        description="Articles from the chosen sources (all when `sources` is omitted), merged, deduplicated by "
+        "URL, newest first. Each source's outcome is in `sources`. Null, with a CRITICAL_SOURCE_FAILED error, "
+        "when a source marked critical has no data (this field is nullable so that other root fields still "
+        "resolve)."
+    )
+    async def articles(
+        self,
+        info: Info,
+        sources: Annotated[
+            list[strawberry.ID] | None, strawberry.argument(description="Source ids to read; omit for all.")
+        ] = None,
+        search: Annotated[
+            str | None, strawberry.argument(description="Only articles matching this text (case-insensitive).")
+        ] = None,
+        since: Annotated[
+            datetime | None, strawberry.argument(description="Only articles published at or after this time.")
+        ] = None,
+        first: FirstArticles = 20,
+        after: Annotated[
+            str | None, strawberry.argument(description="Continue after this cursor (`pageInfo.endCursor`).")
+        ] = None,
+    ) -> ArticleConnection | None:
+        check_first(first)
+        if search is not None:
+            search = search.strip()
+            if len(search) > MAX_SEARCH_LENGTH:
+                raise BadUserInput(f"`search` is at most {MAX_SEARCH_LENGTH} characters, got {len(search)}")
+            search = search or None
+        after_key = decode_cursor(after) if after else None
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=timezone.utc)
+        chosen = _selected_sources(info, sources)
+        service = info.context.services.source_service
+
+        keys = [FeedKey(s.id, search if service.adapter(s).supports_search else None) for s in chosen]
+        outcomes: list[SourceOutcome] = await info.context.loaders.feeds.load_many(keys)
+
+        for outcome in outcomes:
+            if outcome.source.critical and not outcome.status.has_data:
+                code = outcome.error.code if outcome.error else outcome.status.value
+                raise CriticalSourceFailed(f"critical source {outcome.source.id!r} has no data ({code})")
+
+        needle = search.lower() if search else None
+        merged: dict[str, NormalizedArticle] = {}
+        for outcome, key in zip(outcomes, keys, strict=True):
+            local_filter = needle is not None and key.search is None
+            for article in outcome.articles:
+                if article.id in merged:
+                    continue  # the same URL from two sources is one article
+                if since is not None and (article.published_at is None or article.published_at < since):
+                    continue
+                if local_filter and not _matches(article, needle):  # type: ignore[arg-type]
+                    continue
+                merged[article.id] = article
+        ordered = sorted(merged.values(), key=newest_first_key)
+        if after_key is not None:
+            ordered = [a for a in ordered if newest_first_key(a) > after_key]
+        page = ordered[:first]
+        edges = [ArticleEdge(cursor=encode_cursor(a), node=a) for a in page]  # type: ignore[arg-type]
+        return ArticleConnection(
+            edges=edges,
+            nodes=page,  # type: ignore[arg-type]
+            page_info=PageInfo(has_next_page=len(ordered) > first, end_cursor=edges[-1].cursor if edges else None),
+            sources=[_source_result(o) for o in outcomes],
+        )
+
+    @strawberry.field(description="One article by id: any article the gateway has seen. Null if unknown.")
+    async def article(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The article's id.")]
+    ) -> Article | None:
+        if len(id) > 200:
+            raise BadUserInput("`id` is too long to be an article id")
+        return await info.context.loaders.articles.load(str(id))  # type: ignore[return-value]
+
+    @strawberry.field(description="Every configured source, in sources-file order.")
+    def sources(self, info: Info) -> list[Source]:
+        return [Source.of(s) for s in info.context.services.settings.sources]
+
+    @strawberry.field(description="One source by id. Null if unknown.")
+    def source(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The source's id.")]
+    ) -> Source | None:
+        config = info.context.services.settings.source(str(id))
+        return Source.of(config) if config else None
+
+    @strawberry.field(description="Health of the gateway, its database and its sources.")
+    async def health(self, info: Info) -> Health:
+        services = info.context.services
+        db_health: DependencyHealth
+        try:
+            latency = await services.db.ping(timeout_s=min(1.0, max(info.context.deadline.remaining(), 0.05)))
+            db_health = DependencyHealth(ok=True, latency_ms=round(latency, 2), error=None)
+        except DatabaseUnavailable as exc:
+            db_health = DependencyHealth(ok=False, latency_ms=None, error=exc.message)
+        await asyncio.sleep(0)
+        source_health: list[SourceHealth] = []
+        open_count = 0
+        for config in services.settings.sources:
+            snap = services.breakers[config.id].snapshot()
+            if snap.state is not DomainBreakerState.CLOSED:
+                open_count += 1
+            stats = services.source_service.stats[config.id]
+            last = stats.last_error
+            source_health.append(
+                SourceHealth(
+                    source=Source.of(config),
+                    breaker=Breaker(state=BreakerState(snap.state.value), failures=snap.failures,
+                                    opened_at=snap.opened_at),
+                    last_success_at=stats.last_success_at,
+                    last_error=SourceError(code=last.code, message=last.message) if last else None,
+                    last_error_at=stats.last_error_at,
+                )
+            )
+        if not db_health.ok and open_count == len(source_health):
+            status = HealthStatus.DOWN
+        elif not db_health.ok or open_count:
+            status = HealthStatus.DEGRADED
+        else:
+            status = HealthStatus.OK
+        return Health(
+            status=status,
+            database=db_health,
+            sources=source_health,
+            version=__version__,
+            uptime_seconds=round(services.uptime_s(), 3),
+        )

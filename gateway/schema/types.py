@@ -1,0 +1,242 @@
+"""Strawberry types: the public contract. Resolvers here stay thin: they ask the
+per-request loaders and shape the answer; fetching, caching and resilience live
+in :mod:`gateway.service`.
+
+``Article`` fields resolve straight off :class:`~gateway.sources.base.NormalizedArticle`
+values (same attribute names), so a page of articles costs no copying.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated
+
+import strawberry
+
+from gateway.context import GatewayContext
+from gateway.errors import BadUserInput
+from gateway.resilience.breaker import BreakerState as DomainBreakerState
+from gateway.settings import MAX_FIRST, SourceConfig
+from gateway.sources.base import HNItem, NormalizedArticle, newest_first_key
+
+Info = strawberry.Info[GatewayContext, None]
+
+
+def check_first(first: int, *, name: str = "first") -> int:
+    if first < 0 or first > MAX_FIRST:
+        raise BadUserInput(f"`{name}` must be between 0 and {MAX_FIRST}, got {first}")
+    return first
+
+
+FirstArticles = Annotated[int, strawberry.argument(description=f"How many articles to return (0 to {MAX_FIRST}).")]
+FirstComments = Annotated[int, strawberry.argument(description=f"How many comments to return (0 to {MAX_FIRST}).")]
+
+
+@strawberry.enum(description="The kind of upstream a source is.")
+class SourceKind(enum.Enum):
+    NEWSAPI = strawberry.enum_value("newsapi", description="A NewsAPI v2 compatible JSON API.")
+    FEED = strawberry.enum_value("feed", description="An RSS 2.0, RSS 1.0 or Atom 1.0 feed.")
+    HACKERNEWS = strawberry.enum_value("hackernews", description="The Hacker News v0 API.")
+
+
+@strawberry.enum(description="Where the data a source contributed to this answer came from.")
+class SourceStatus(enum.Enum):
+    FRESH = strawberry.enum_value("FRESH", description="Fetched from the upstream for this request.")
+    CACHED = strawberry.enum_value("CACHED", description="Served from the cache, within the source's freshness window.")
+    STALE = strawberry.enum_value(
+        "STALE",
+        description="Served from the cache past its freshness window: being refreshed, or the upstream failed "
+        "(see `error`). `ageSeconds` says how old.",
+    )
+    FAILED = strawberry.enum_value("FAILED", description="No data: the upstream failed and no usable copy exists.")
+    TIMEOUT = strawberry.enum_value(
+        "TIMEOUT", description="No data: the upstream or the request deadline ran out first."
+    )
+    SKIPPED = strawberry.enum_value(
+        "SKIPPED", description="No data: the upstream was not called (circuit open) and no usable copy exists."
+    )
+
+
+@strawberry.enum(description="State of a source's circuit breaker.")
+class BreakerState(enum.Enum):
+    CLOSED = strawberry.enum_value("CLOSED", description="Calls flow normally.")
+    OPEN = strawberry.enum_value("OPEN", description="Calls are not made; cached copies are served.")
+    HALF_OPEN = strawberry.enum_value("HALF_OPEN", description="A limited number of probe calls test recovery.")
+
+
+@strawberry.enum(description="Overall health of the gateway.")
+class HealthStatus(enum.Enum):
+    OK = strawberry.enum_value("OK", description="Database reachable and every circuit closed.")
+    DEGRADED = strawberry.enum_value(
+        "DEGRADED", description="Serving, but the database is unreachable or some circuits are open."
+    )
+    DOWN = strawberry.enum_value("DOWN", description="The database is unreachable and every circuit is open.")
+
+
+@strawberry.type(description="Why a source produced no fresh data.")
+class SourceError:
+    code: str = strawberry.field(
+        description="Stable machine-readable code, e.g. UPSTREAM_TIMEOUT, UPSTREAM_HTTP_500, BAD_PAYLOAD, "
+        "CIRCUIT_OPEN, DEADLINE_EXCEEDED."
+    )
+    message: str = strawberry.field(description="Human-readable detail. Do not parse it.")
+
+
+@strawberry.type(description="A source's circuit breaker, as of this request.")
+class Breaker:
+    state: BreakerState = strawberry.field(description="Current state.")
+    failures: int = strawberry.field(description="Upstream failures counted in the breaker's current window.")
+    opened_at: datetime | None = strawberry.field(description="When the circuit last opened; null while closed.")
+
+
+@strawberry.type(description="An upstream news source configured in this gateway.")
+class Source:
+    config: strawberry.Private[SourceConfig]
+    id: strawberry.ID = strawberry.field(description="Stable id, as in the sources file.")
+    name: str = strawberry.field(description="Display name.")
+    kind: SourceKind = strawberry.field(description="What kind of upstream this is.")
+    critical: bool = strawberry.field(
+        description="Whether `articles` fails (CRITICAL_SOURCE_FAILED) when this source has no data."
+    )
+
+    @classmethod
+    def of(cls, config: SourceConfig) -> Source:
+        return cls(config=config, id=strawberry.ID(config.id), name=config.name, kind=SourceKind(config.kind),
+                   critical=config.critical)
+
+    @strawberry.field(description="The source's circuit breaker.")
+    def breaker(self, info: Info) -> Breaker:
+        snap = info.context.services.breakers[self.config.id].snapshot()
+        return Breaker(state=BreakerState(snap.state.value), failures=snap.failures, opened_at=snap.opened_at)
+
+    @strawberry.field(description="This source's newest articles. Fetched once per request however often asked.")
+    async def articles(self, info: Info, first: FirstArticles = 10) -> list[Article]:
+        from gateway.loaders import FeedKey
+
+        check_first(first)
+        outcome = await info.context.loaders.feeds.load(FeedKey(self.config.id, None))
+        return sorted(outcome.articles, key=newest_first_key)[:first]  # type: ignore[return-value]
+
+
+def source_of(info: Info, source_id: str) -> Source:
+    config = info.context.services.settings.source(source_id)
+    if config is None:  # an article cached by a source since removed from the sources file
+        config = SourceConfig(id=source_id, name=source_id, kind="feed", url="http://invalid/")
+    return Source.of(config)
+
+
+@strawberry.type(description="A comment on a Hacker News story.")
+class Comment:
+    item: strawberry.Private[HNItem]
+    source_id: strawberry.Private[str]
+    id: strawberry.ID = strawberry.field(description="The upstream's comment id.")
+    author: str | None = strawberry.field(description="Who wrote it.")
+    text: str = strawberry.field(description="The comment as sanitised HTML.")
+    posted_at: datetime | None = strawberry.field(description="When it was posted (UTC).")
+
+    @classmethod
+    def of(cls, item: HNItem, source_id: str) -> Comment:
+        return cls(item=item, source_id=source_id, id=strawberry.ID(str(item.id)), author=item.by,
+                   text=item.text or "", posted_at=item.time)
+
+    @strawberry.field(description="Direct replies, oldest thread order as upstream ranks them.")
+    async def replies(self, info: Info, first: FirstComments = 10) -> list[Comment]:
+        return await load_comments(info, self.source_id, self.item.kids, first)
+
+
+async def load_comments(info: Info, source_id: str, ids: tuple[int, ...], first: int) -> list[Comment]:
+    check_first(first)
+    if not ids or first == 0:
+        return []
+    results = await info.context.loaders.hn_items.load_many([(source_id, i) for i in ids[:first]])
+    return [
+        Comment.of(r, source_id)
+        for r in results
+        if isinstance(r, HNItem) and r.type == "comment" and not r.deleted and not r.dead
+    ]
+
+
+@strawberry.type(description="A news article, normalised from whichever upstream brought it.")
+class Article:
+    id: strawberry.ID = strawberry.field(
+        description="Stable id, derived from the canonical URL (or the upstream id where there is none): "
+        "the same URL from two sources is one article."
+    )
+    title: str = strawberry.field(description="Headline, plain text.")
+    url: str = strawberry.field(description="Link to the article.")
+    summary: str | None = strawberry.field(description="Summary as sanitised HTML (no scripts, no event attributes).")
+    author: str | None = strawberry.field(description="Author, as the upstream gives it.")
+    image_url: str | None = strawberry.field(description="Lead image, if the upstream has one.")
+    published_at: datetime | None = strawberry.field(description="Publication time (UTC).")
+    score: int | None = strawberry.field(description="Points (Hacker News only).")
+    comment_count: int | None = strawberry.field(description="Number of comments (Hacker News only).")
+
+    @strawberry.field(description="The source that brought this article.")
+    def source(self, info: Info) -> Source:
+        return source_of(info, self.source_id)  # type: ignore[attr-defined]
+
+    @strawberry.field(description="Top-level comments (Hacker News only; empty elsewhere).")
+    async def comments(self, info: Info, first: FirstComments = 10) -> list[Comment]:
+        return await load_comments(info, self.source_id, self.comment_ids, first)  # type: ignore[attr-defined]
+
+
+@strawberry.type(description="An article and its cursor.")
+class ArticleEdge:
+    cursor: str = strawberry.field(description="Opaque cursor; pass it as `after` to continue after this article.")
+    node: Article = strawberry.field(description="The article.")
+
+
+@strawberry.type(description="Where a page ends.")
+class PageInfo:
+    has_next_page: bool = strawberry.field(description="Whether more articles follow this page.")
+    end_cursor: str | None = strawberry.field(description="Cursor of the last article on this page.")
+
+
+@strawberry.type(description="How one source contributed to this answer.")
+class SourceResult:
+    source: Source = strawberry.field(description="The source.")
+    status: SourceStatus = strawberry.field(description="Where its data came from, or why there is none.")
+    error: SourceError | None = strawberry.field(description="What went wrong, if anything did.")
+    latency_ms: int | None = strawberry.field(description="Time spent getting this source's data for this request.")
+    age_seconds: int | None = strawberry.field(description="Age of the data served; null when there is none.")
+
+
+@strawberry.type(description="A page of articles, newest first, plus how each source fared.")
+class ArticleConnection:
+    edges: list[ArticleEdge] = strawberry.field(description="Articles with their cursors.")
+    nodes: list[Article] = strawberry.field(description="The same articles, without cursors.")
+    page_info: PageInfo = strawberry.field(description="Pagination.")
+    sources: list[SourceResult] = strawberry.field(description="One entry per source asked, with its status.")
+
+
+@strawberry.type(description="Health of a dependency.")
+class DependencyHealth:
+    ok: bool = strawberry.field(description="Whether it answered.")
+    latency_ms: float | None = strawberry.field(description="Round-trip time of the check.")
+    error: str | None = strawberry.field(description="Why it is not ok.")
+
+
+@strawberry.type(description="Health of one source.")
+class SourceHealth:
+    source: Source = strawberry.field(description="The source.")
+    breaker: Breaker = strawberry.field(description="Its circuit breaker.")
+    last_success_at: datetime | None = strawberry.field(description="Last successful upstream fetch by this process.")
+    last_error: SourceError | None = strawberry.field(description="Last upstream error seen by this process.")
+    last_error_at: datetime | None = strawberry.field(description="When that error happened.")
+
+
+@strawberry.type(description="Health of the gateway process.")
+class Health:
+    status: HealthStatus = strawberry.field(description="Overall status.")
+    database: DependencyHealth = strawberry.field(description="The PostgreSQL cache.")
+    sources: list[SourceHealth] = strawberry.field(description="Every configured source.")
+    version: str = strawberry.field(description="Gateway version.")
+    uptime_seconds: float = strawberry.field(description="Seconds since this process started serving.")
+
+
+def breaker_state(state: DomainBreakerState) -> BreakerState:
+    return BreakerState(state.value)
+
+
+__all__ = ["Article", "ArticleConnection", "NormalizedArticle"]

@@ -1,0 +1,504 @@
+"""SourceService: the one way data gets from an upstream (or its cache) to a resolver.
+
+::
+
+    fetch(source, search, deadline)
+      ├─ memory cache ─► Postgres cache          fresh (age < ttl)?        ─► CACHED
+      │                                          within stale-while-revalidate? ─► STALE, refresh in background
+      ├─ singleflight (one refresh per key in flight, owned by no caller)
+      │    └─ refresh: adapter.fetch(io) ─► io.get: breaker ─► bulkheads ─► UpstreamClient (timeout, retries)
+      │         └─ writes memory + Postgres (cache row and articles), returns the new copy    ─► FRESH
+      └─ refresh failed / deadline passed / breaker open:
+           a copy no older than max_stale_s?  ─► STALE (with the error)   else ─► FAILED / TIMEOUT / SKIPPED
+
+Our own rejections (deadline, full bulkhead, a caller that went away) never count
+against a breaker; refreshes are shielded from callers, so a caller giving up
+does not cancel the upstream call whose result everyone after it will use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import random
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import partial
+from typing import Any, Generic, TypeVar
+
+from gateway.errors import (
+    BadPayload,
+    CircuitOpen,
+    DatabaseUnavailable,
+    DeadlineExceeded,
+    SourceError,
+    UpstreamError,
+    UpstreamHTTPError,
+    UpstreamTimeout,
+)
+from gateway.outcomes import SourceOutcome, SourceStatus
+from gateway.resilience.breaker import CircuitBreaker
+from gateway.resilience.bulkhead import Bulkhead
+from gateway.resilience.clock import Clock
+from gateway.resilience.deadline import Deadline
+from gateway.resilience.singleflight import SingleFlight
+from gateway.settings import Settings, SourceConfig
+from gateway.sources import ADAPTERS, Adapter, Validators, hn_url, parse_articles
+from gateway.sources.base import HNItem, NormalizedArticle, Parsed
+from gateway.store import articles as article_queries
+from gateway.store import cache as cache_queries
+from gateway.store.db import Database
+from gateway.upstream import UpstreamClient, UpstreamResponse
+
+log = logging.getLogger("gateway.service")
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+MAX_ATTEMPTS = 3  # one call plus at most two retries
+RETRY_BASE_S = 0.1
+RETRY_CAP_S = 1.0
+RETRY_BUDGET_RATIO = 0.2  # retries may add at most 20% to a source's calls ...
+RETRY_BUDGET_WINDOW_S = 60.0  # ... over this window
+
+
+@dataclass(frozen=True, slots=True)
+class CachedFeed:
+    """One cached upstream answer, normalised."""
+
+    articles: tuple[NormalizedArticle, ...]
+    dropped: int
+    fetched_at: datetime
+    validators: Validators
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"articles": [a.to_json() for a in self.articles], "dropped": self.dropped}
+
+    @classmethod
+    def from_row(cls, row: cache_queries.CacheRow) -> CachedFeed:
+        payload = row.payload
+        return cls(
+            articles=tuple(NormalizedArticle.from_json(a) for a in payload.get("articles", ())),
+            dropped=int(payload.get("dropped", 0)),
+            fetched_at=row.fetched_at,
+            validators=Validators(row.etag, row.last_modified),
+        )
+
+
+@dataclass(slots=True)
+class SourceStats:
+    """Per-source counters for health and operators."""
+
+    upstream_calls: int = 0
+    retries: int = 0
+    dropped_rows: int = 0
+    last_success_at: datetime | None = None
+    last_error: SourceError | None = None
+    last_error_at: datetime | None = None
+
+
+class LRU(Generic[K, V]):
+    """A bounded mapping that forgets the least recently used entry."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._data: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        while len(self._data) > self.capacity:
+            self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class Parser:
+    """Runs parsers inline for small payloads and in a worker process for large ones,
+    so a 5 MB feed never holds the event loop (threads would: the GIL)."""
+
+    def __init__(self, offloop_bytes: int) -> None:
+        self.offloop_bytes = offloop_bytes
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def run(self, fn: Callable[..., V], body: bytes, *args: Any) -> V:
+        if len(body) < self.offloop_bytes:
+            return fn(body, *args)
+        if self._pool is None:
+            # forkserver: forking a process that runs threads and an event loop is unsafe.
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, body, *args)
+        except BrokenProcessPool:
+            self._pool = None  # a worker died (OOM?): start a fresh pool next time
+            raise BadPayload("the parser process died on this payload") from None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+class RetryBudget:
+    """At most ``ratio`` retries per original call over a sliding window."""
+
+    def __init__(self, clock: Clock, ratio: float = RETRY_BUDGET_RATIO, window_s: float = RETRY_BUDGET_WINDOW_S):
+        self._clock = clock
+        self._ratio = ratio
+        self._window_s = window_s
+        self._calls: deque[float] = deque()
+        self._retries: deque[float] = deque()
+
+    def _trim(self) -> None:
+        horizon = self._clock.monotonic() - self._window_s
+        for q in (self._calls, self._retries):
+            while q and q[0] < horizon:
+                q.popleft()
+
+    def record_call(self) -> None:
+        self._calls.append(self._clock.monotonic())
+
+    def try_spend(self) -> bool:
+        self._trim()
+        if len(self._retries) + 1 <= self._ratio * len(self._calls):
+            self._retries.append(self._clock.monotonic())
+            return True
+        return False
+
+
+class _SourceIO:
+    """The upstream as an adapter sees it for one refresh: breaker, bulkheads,
+    timeouts and retries applied to every GET, all within ``budget``."""
+
+    def __init__(self, service: SourceService, source: SourceConfig, budget: Deadline) -> None:
+        self._svc = service
+        self._source = source
+        self._budget = budget
+
+    async def get(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        parse: Callable[[UpstreamResponse], Awaitable[Any]] | None = None,
+    ) -> Any:
+        """GET ``url``; with ``parse``, return ``await parse(response)`` instead, so an
+        unusable body (BadPayload) counts against the breaker like a failed call."""
+        svc, source = self._svc, self._source
+        breaker = svc.breakers[source.id]
+        stats = svc.stats[source.id]
+        budget = svc.retry_budgets[source.id]
+        attempt = 1
+        while True:
+            remaining = self._budget.remaining()
+            if remaining <= 0:
+                raise DeadlineExceeded(f"{source.id}: request deadline reached before calling the upstream")
+            permit = breaker.acquire()  # CircuitOpen propagates: never retry into an open breaker
+            capped = remaining < source.timeout_s
+            try:
+                async with svc.global_bulkhead.slot(timeout_s=remaining), svc.bulkheads[source.id].slot(
+                    timeout_s=remaining
+                ):
+                    stats.upstream_calls += 1
+                    budget.record_call()
+                    timeout = min(source.timeout_s, self._budget.remaining())
+                    resp = await svc.upstream.get(url, timeout_s=max(timeout, 0.001), params=params, headers=headers)
+                result = resp if parse is None or resp.not_modified else await parse(resp)
+            except UpstreamTimeout:
+                if capped:  # we cut the call short for our own deadline: not the upstream's fault
+                    breaker.ignore(permit)
+                    raise DeadlineExceeded(f"{source.id}: request deadline reached while waiting for the upstream")
+                breaker.failure(permit)
+                raise
+            except BadPayload:
+                breaker.failure(permit)
+                raise
+            except UpstreamError as exc:
+                breaker.failure(permit)
+                delay = self._retry_delay(exc, attempt)
+                if delay is None or not budget.try_spend():
+                    raise
+                stats.retries += 1
+                log.info("retrying %s in %.2f s after %s (attempt %d)", source.id, delay, exc.code, attempt + 1)
+                await asyncio.sleep(delay)
+                attempt += 1
+                continue
+            except BaseException:  # BulkheadFull, cancellation, bugs: say nothing about the upstream
+                breaker.ignore(permit)
+                raise
+            breaker.success(permit)
+            return result
+
+    def _retry_delay(self, exc: UpstreamError, attempt: int) -> float | None:
+        """Seconds to wait before the next attempt, or None when we must not retry."""
+        if not exc.retryable or attempt >= MAX_ATTEMPTS:
+            return None
+        # Full jitter (AWS architecture blog): spreads retries of many clients apart.
+        delay = random.uniform(0, min(RETRY_CAP_S, RETRY_BASE_S * 2**attempt))
+        if isinstance(exc, UpstreamHTTPError) and exc.retry_after_s is not None:
+            delay = max(delay, exc.retry_after_s)
+        # Not when the wait alone would eat what is left of the budget.
+        if delay + 0.05 > self._budget.remaining():
+            return None
+        return delay
+
+    async def parse_articles(self, kind: str, body: bytes) -> Parsed:
+        return await self._svc.parser.run(parse_articles, body, kind, self._source.id, self._source.page_size)
+
+    async def hn_items(self, ids: Sequence[int]) -> Mapping[int, HNItem | None]:
+        results = await self._svc.hn_items(self._source, ids, self._budget)
+        return {i: r for i, r in results.items() if not isinstance(r, BaseException)}
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedItem:
+    item: HNItem | None  # None: the upstream says there is no such item
+    fetched_mono: float
+
+
+@dataclass(slots=True)
+class SourceService:
+    settings: Settings
+    db: Database | None
+    upstream: UpstreamClient
+    breakers: dict[str, CircuitBreaker]
+    global_bulkhead: Bulkhead
+    bulkheads: dict[str, Bulkhead]
+    parser: Parser
+    clock: Clock
+    stats: dict[str, SourceStats] = field(default_factory=dict)
+    retry_budgets: dict[str, RetryBudget] = field(default_factory=dict)
+    _memory: LRU[tuple[str, str], CachedFeed] = field(init=False)
+    _items: LRU[tuple[str, int], _CachedItem] = field(init=False)
+    _flights: SingleFlight[CachedFeed] = field(default_factory=SingleFlight)
+    _item_flights: SingleFlight[HNItem | None] = field(default_factory=SingleFlight)
+
+    def __post_init__(self) -> None:
+        self._memory = LRU(self.settings.memory_cache_entries)
+        self._items = LRU(self.settings.memory_cache_entries * 50)
+        for s in self.settings.sources:
+            self.stats.setdefault(s.id, SourceStats())
+            self.retry_budgets.setdefault(s.id, RetryBudget(self.clock))
+
+    async def aclose(self) -> None:
+        await self._flights.aclose()
+        await self._item_flights.aclose()
+        self.parser.close()
+
+    # -- articles ---------------------------------------------------------------
+    def adapter(self, source: SourceConfig) -> Adapter:
+        return ADAPTERS[source.kind]
+
+    async def fetch(self, source: SourceConfig, search: str | None, deadline: Deadline) -> SourceOutcome:
+        """Articles of one source for one request, with an honest status. Never raises
+        for upstream or database trouble: that is what the status is for."""
+        adapter = self.adapter(source)
+        key = adapter.request_key(search)
+        started = time.perf_counter()
+        entry = await self._lookup(source, key, deadline)
+        age = self._age(entry) if entry else None
+        if entry is not None and age is not None:
+            if age < source.ttl_s:
+                return self._outcome(source, SourceStatus.CACHED, entry, started)
+            if age < source.ttl_s * 2 and age <= source.max_stale_s:
+                # stale-while-revalidate: answer now, refresh once in the background
+                self._flights.start((source.id, key), partial(self._refresh, source, adapter, key, search, entry))
+                return self._outcome(source, SourceStatus.STALE, entry, started)
+
+        task = self._flights.start((source.id, key), partial(self._refresh, source, adapter, key, search, entry))
+        status: SourceStatus
+        error: SourceError
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                fresh = await asyncio.shield(task)
+        except TimeoutError:
+            status, error = SourceStatus.TIMEOUT, DeadlineExceeded(f"{source.id}: no answer before the request deadline")
+        except (UpstreamTimeout, DeadlineExceeded) as exc:
+            status, error = SourceStatus.TIMEOUT, exc
+        except CircuitOpen as exc:
+            status, error = SourceStatus.SKIPPED, exc
+        except SourceError as exc:
+            status, error = SourceStatus.FAILED, exc
+        else:
+            return self._outcome(source, SourceStatus.FRESH, fresh, started)
+
+        if entry is not None and age is not None and age <= source.max_stale_s:
+            outcome = self._outcome(source, SourceStatus.STALE, entry, started)
+            outcome.error = error
+            return outcome
+        return SourceOutcome(source, status, error=error, latency_ms=_ms_since(started))
+
+    def _age(self, entry: CachedFeed) -> float:
+        return max(0.0, (self.clock.now() - entry.fetched_at).total_seconds())
+
+    def _outcome(self, source: SourceConfig, status: SourceStatus, entry: CachedFeed, started: float) -> SourceOutcome:
+        return SourceOutcome(
+            source,
+            status,
+            articles=entry.articles,
+            latency_ms=_ms_since(started),
+            age_s=int(self._age(entry)),
+            dropped=entry.dropped,
+        )
+
+    async def _lookup(self, source: SourceConfig, key: str, deadline: Deadline) -> CachedFeed | None:
+        entry = self._memory.get((source.id, key))
+        if entry is not None and self._age(entry) < source.ttl_s:
+            return entry
+        # Missing or expired here; another worker or replica may have refreshed it.
+        if self.db is None or not self.db.available or self._flights.in_flight((source.id, key)):
+            return entry
+        try:
+            row = await self.db.run(
+                lambda conn: cache_queries.get(conn, source.id, key), timeout_s=max(deadline.remaining(), 0.001)
+            )
+        except DatabaseUnavailable:
+            return entry
+        if row is None:
+            return entry
+        stored = CachedFeed.from_row(row)
+        if entry is None or stored.fetched_at > entry.fetched_at:
+            self._memory.put((source.id, key), stored)
+            return stored
+        return entry
+
+    async def _refresh(
+        self, source: SourceConfig, adapter: Adapter, key: str, search: str | None, entry: CachedFeed | None
+    ) -> CachedFeed:
+        stats = self.stats[source.id]
+        io = _SourceIO(self, source, Deadline.after(self.settings.request_deadline_ms / 1000))
+        try:
+            result = await adapter.fetch(source, search, io, entry.validators if entry else None)
+        except SourceError as exc:
+            self._note_error(source, exc)
+            raise
+        now = self.clock.now()
+        if result.not_modified and entry is not None:
+            fresh = replace(entry, fetched_at=now)
+            await self._db_quietly(lambda conn: cache_queries.touch(conn, source.id, key, now))
+        else:
+            fresh = CachedFeed(tuple(result.articles), result.dropped, now, result.validators)
+            stats.dropped_rows += result.dropped
+            row = cache_queries.CacheRow(
+                source.id, key, fresh.to_payload(), now, fresh.validators.etag, fresh.validators.last_modified
+            )
+
+            async def write(conn: Any) -> None:
+                async with conn.transaction():
+                    await cache_queries.put_many(conn, [row])
+                    await article_queries.upsert(conn, fresh.articles)
+
+            await self._db_quietly(write)
+        self._memory.put((source.id, key), fresh)
+        stats.last_success_at = now
+        return fresh
+
+    def _note_error(self, source: SourceConfig, exc: SourceError) -> None:
+        stats = self.stats[source.id]
+        stats.last_error = exc
+        stats.last_error_at = self.clock.now()
+        log.info("source %s failed: %s %s", source.id, exc.code, exc.message)
+
+    async def _db_quietly(self, fn: Callable[[Any], Any]) -> None:
+        """Write-behind to Postgres; a database that is down costs the cache, not the answer."""
+        if self.db is None:
+            return
+        try:
+            await self.db.run(fn)
+        except DatabaseUnavailable as exc:
+            log.warning("cache write skipped: %s", exc)
+
+    # -- Hacker News items ------------------------------------------------------
+    async def hn_items(
+        self, source: SourceConfig, ids: Sequence[int], deadline: Deadline
+    ) -> dict[int, HNItem | None | BaseException]:
+        """Items by id: memory, then one Postgres query, then the upstream, each item
+        fetched at most once however many callers ask at the same time."""
+        out: dict[int, HNItem | None | BaseException] = {}
+        now_mono = self.clock.monotonic()
+        missing: list[int] = []
+        for item_id in dict.fromkeys(ids):
+            cached = self._items.get((source.id, item_id))
+            if cached is not None and now_mono - cached.fetched_mono < source.ttl_s:
+                out[item_id] = cached.item
+            else:
+                missing.append(item_id)
+        if missing and self.db is not None and self.db.available:
+            keys = [f"item:{i}" for i in missing if not self._item_flights.in_flight((source.id, i))]
+            try:
+                rows = await self.db.run(
+                    lambda conn: cache_queries.get_many(conn, source.id, keys), timeout_s=max(deadline.remaining(), 0.001)
+                ) if keys else {}
+            except DatabaseUnavailable:
+                rows = {}
+            now = self.clock.now()
+            for row in rows.values():
+                age = (now - row.fetched_at).total_seconds()
+                if age < source.ttl_s:
+                    item_id = int(row.request_key.removeprefix("item:"))
+                    item = HNItem.from_json(row.payload) if row.payload else None
+                    self._items.put((source.id, item_id), _CachedItem(item, now_mono - age))
+                    out[item_id] = item
+            missing = [i for i in missing if i not in out]
+        if not missing:
+            return out
+        io = _SourceIO(self, source, deadline)
+        tasks = [self._item_flights.start((source.id, i), partial(self._fetch_item, source, i, io)) for i in missing]
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                results = await asyncio.gather(*(asyncio.shield(t) for t in tasks), return_exceptions=True)
+        except TimeoutError:
+            results = [
+                t.result() if t.done() and not t.cancelled() and t.exception() is None else DeadlineExceeded("item deadline")
+                for t in tasks
+            ]
+        fetched: list[cache_queries.CacheRow] = []
+        now = self.clock.now()
+        for item_id, result in zip(missing, results, strict=True):
+            out[item_id] = result
+            if not isinstance(result, BaseException):
+                fetched.append(
+                    cache_queries.CacheRow(
+                        source.id, f"item:{item_id}", result.to_json() if result else None, now, None, None
+                    )
+                )
+        if fetched:
+            await self._db_quietly(lambda conn: cache_queries.put_many(conn, fetched))
+        return out
+
+    async def _fetch_item(self, source: SourceConfig, item_id: int, io: _SourceIO) -> HNItem | None:
+        from gateway.sources.hackernews import parse_item
+
+        async def parse(resp: UpstreamResponse) -> HNItem | None:
+            return parse_item(resp.content)
+
+        item = await io.get(hn_url(source, f"item/{item_id}.json"), parse=parse)
+        self._items.put((source.id, item_id), _CachedItem(item, self.clock.monotonic()))
+        return item
+
+    # -- articles by id -----------------------------------------------------------
+    async def articles_by_id(self, ids: Sequence[str], deadline: Deadline) -> dict[str, NormalizedArticle]:
+        if self.db is None:
+            return {}
+        return await self.db.run(
+            lambda conn: article_queries.get_many(conn, ids), timeout_s=max(deadline.remaining(), 0.001)
+        )
+
+
+def _ms_since(started: float) -> int:
+    return int((time.perf_counter() - started) * 1000)
+

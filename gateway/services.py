@@ -1,0 +1,89 @@
+"""Everything with a process lifetime, built once in the app's lifespan and torn down
+there: database (embedded or not), HTTP client, bulkheads, breakers, the source service."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from gateway.resilience.breaker import CircuitBreaker
+from gateway.resilience.bulkhead import Bulkhead
+from gateway.resilience.clock import Clock, SystemClock
+from gateway.service import Parser, SourceService
+from gateway.settings import Settings
+from gateway.store.db import Database
+from gateway.store.embedded import EmbeddedPostgres
+from gateway.store.migrate import migrate
+from gateway.upstream import UpstreamClient, build_http_client
+
+log = logging.getLogger("gateway")
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    db: Database
+    embedded: EmbeddedPostgres | None
+    upstream: UpstreamClient
+    breakers: dict[str, CircuitBreaker]
+    source_service: SourceService
+    clock: Clock
+    started_mono: float
+
+    @classmethod
+    async def start(
+        cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None, clock: Clock | None = None
+    ) -> Services:
+        clock = clock or SystemClock()
+        embedded: EmbeddedPostgres | None = None
+        url = settings.database_url
+        if url is None:
+            embedded = EmbeddedPostgres(settings.data_dir)
+            url = await embedded.start()
+        try:
+            db = await Database.connect(
+                url,
+                min_size=settings.db_pool_min,
+                max_size=settings.db_pool_max,
+                connect_timeout_s=settings.db_connect_timeout_s,
+                command_timeout_s=settings.db_command_timeout_s,
+            )
+            try:
+                async with db.pool.acquire() as conn:
+                    await migrate(conn)
+            except BaseException:
+                await db.close()
+                raise
+        except BaseException:
+            if embedded is not None:
+                await embedded.stop()
+            raise
+
+        upstream = UpstreamClient(
+            build_http_client(settings.max_outbound, transport=transport), max_body_bytes=settings.max_body_bytes
+        )
+        breakers = {s.id: CircuitBreaker(s.id, s.breaker, clock=clock) for s in settings.sources}
+        service = SourceService(
+            settings=settings,
+            db=db,
+            upstream=upstream,
+            breakers=breakers,
+            global_bulkhead=Bulkhead("global", settings.max_outbound),
+            bulkheads={s.id: Bulkhead(s.id, s.max_concurrency) for s in settings.sources},
+            parser=Parser(settings.offloop_parse_bytes),
+            clock=clock,
+        )
+        return cls(settings, db, embedded, upstream, breakers, service, clock, time.monotonic())
+
+    async def aclose(self) -> None:
+        await self.source_service.aclose()
+        await self.upstream.aclose()
+        await self.db.close()
+        if self.embedded is not None:
+            await self.embedded.stop()
+
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.started_mono

@@ -1,0 +1,287 @@
+"""Settings from the environment and the sources file.
+
+Every default lives here as a named constant (httpx's ``_config.py`` style), so an
+operator can read one file to know what the gateway does when told nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+
+# --- process-wide defaults -------------------------------------------------
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_WORKERS = 1
+DEFAULT_DATA_DIR = ".gateway"
+DEFAULT_REQUEST_DEADLINE_MS = 3000
+DEFAULT_MAX_OUTBOUND = 200  # global bulkhead: upstream calls in flight per process
+DEFAULT_DB_POOL_MIN = 1
+DEFAULT_DB_POOL_MAX = 10
+DEFAULT_DB_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_DB_COMMAND_TIMEOUT_S = 5.0
+DEFAULT_MEMORY_CACHE_ENTRIES = 1024
+#: Payloads larger than this are parsed in a worker process, off the event loop.
+DEFAULT_OFFLOOP_PARSE_BYTES = 256 * 1024
+#: Largest upstream body we accept; bigger ones are a BAD_PAYLOAD, not an OOM.
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+MAX_FIRST = 100  # the largest page a client may ask for
+
+# --- per-source defaults ---------------------------------------------------
+DEFAULT_SOURCE_TIMEOUT_MS = 2000
+DEFAULT_SOURCE_TTL_S = 120
+DEFAULT_SOURCE_MAX_STALE_S = 86_400
+DEFAULT_SOURCE_MAX_CONCURRENCY = 10
+DEFAULT_SOURCE_PAGE_SIZE = 100  # items asked of an upstream per fetch
+DEFAULT_HN_PAGE_SIZE = 30  # HN stories per fetch (each is one item call)
+
+DEFAULT_BREAKER_FAILURE_THRESHOLD = 5  # consecutive failures that open it
+DEFAULT_BREAKER_FAILURE_RATE = 0.5  # or this failure rate ...
+DEFAULT_BREAKER_MINIMUM_CALLS = 10  # ... over at least this many calls
+DEFAULT_BREAKER_WINDOW_S = 60.0  # window the rate is measured over
+DEFAULT_BREAKER_RECOVERY_S = 30.0  # open -> half-open after this long
+DEFAULT_BREAKER_HALF_OPEN_MAX_CALLS = 1  # probes allowed while half-open
+
+SOURCE_KINDS = ("newsapi", "feed", "hackernews")
+ENV_PREFIX = "GATEWAY_"
+BUNDLED_DEMO_SOURCES = Path(__file__).parent / "demo" / "sources.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """Circuit-breaker tuning for one source (``[sources.breaker]`` in the sources file)."""
+
+    failure_threshold: int = DEFAULT_BREAKER_FAILURE_THRESHOLD
+    failure_rate: float = DEFAULT_BREAKER_FAILURE_RATE
+    minimum_calls: int = DEFAULT_BREAKER_MINIMUM_CALLS
+    window_s: float = DEFAULT_BREAKER_WINDOW_S
+    recovery_s: float = DEFAULT_BREAKER_RECOVERY_S
+    half_open_max_calls: int = DEFAULT_BREAKER_HALF_OPEN_MAX_CALLS
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """One upstream, as configured in the sources file."""
+
+    id: str
+    name: str
+    kind: str
+    url: str
+    api_key_env: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    timeout_ms: int = DEFAULT_SOURCE_TIMEOUT_MS
+    ttl_s: int = DEFAULT_SOURCE_TTL_S
+    critical: bool = False
+    max_stale_s: int = DEFAULT_SOURCE_MAX_STALE_S
+    max_concurrency: int = DEFAULT_SOURCE_MAX_CONCURRENCY
+    page_size: int = DEFAULT_SOURCE_PAGE_SIZE
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+
+    @property
+    def timeout_s(self) -> float:
+        return self.timeout_ms / 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the app needs to start. Build with :meth:`from_env` or directly in tests."""
+
+    sources: tuple[SourceConfig, ...] = ()
+    sources_file: Path | None = None
+    database_url: str | None = None
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    request_deadline_ms: int = DEFAULT_REQUEST_DEADLINE_MS
+    max_outbound: int = DEFAULT_MAX_OUTBOUND
+    db_pool_min: int = DEFAULT_DB_POOL_MIN
+    db_pool_max: int = DEFAULT_DB_POOL_MAX
+    db_connect_timeout_s: float = DEFAULT_DB_CONNECT_TIMEOUT_S
+    db_command_timeout_s: float = DEFAULT_DB_COMMAND_TIMEOUT_S
+    memory_cache_entries: int = DEFAULT_MEMORY_CACHE_ENTRIES
+    offloop_parse_bytes: int = DEFAULT_OFFLOOP_PARSE_BYTES
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    def source(self, source_id: str) -> SourceConfig | None:
+        for s in self.sources:
+            if s.id == source_id:
+                return s
+        return None
+
+    def replace(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, sources_file: str | Path | None = None
+    ) -> Settings:
+        """Read ``GATEWAY_*`` variables; the sources file comes from the argument,
+        ``GATEWAY_SOURCES``, or the bundled demo sources, in that order."""
+        env = os.environ if env is None else env
+        path = Path(sources_file or env.get("GATEWAY_SOURCES") or BUNDLED_DEMO_SOURCES)
+        return cls(
+            sources=load_sources(path, env=env),
+            sources_file=path,
+            database_url=env.get("GATEWAY_DATABASE_URL") or None,
+            data_dir=Path(env.get("GATEWAY_DATA_DIR") or DEFAULT_DATA_DIR),
+            request_deadline_ms=_env_int(env, "GATEWAY_REQUEST_DEADLINE_MS", DEFAULT_REQUEST_DEADLINE_MS),
+            max_outbound=_env_int(env, "GATEWAY_MAX_OUTBOUND", DEFAULT_MAX_OUTBOUND),
+            db_pool_min=_env_int(env, "GATEWAY_DB_POOL_MIN", DEFAULT_DB_POOL_MIN, minimum=0),
+            db_pool_max=_env_int(env, "GATEWAY_DB_POOL_MAX", DEFAULT_DB_POOL_MAX),
+        )
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"environment variable {name} must be >= {minimum}, got {value}")
+    return value
+
+
+# --- sources file -----------------------------------------------------------
+
+_SOURCE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "id": str,
+    "name": str,
+    "kind": str,
+    "url": str,
+    "api_key_env": str,
+    "timeout_ms": int,
+    "ttl_s": int,
+    "critical": bool,
+    "max_stale_s": int,
+    "max_concurrency": int,
+    "page_size": int,
+    "breaker": dict,
+}
+_REQUIRED_KEYS = ("id", "name", "kind", "url")
+_BREAKER_KEYS: dict[str, type | tuple[type, ...]] = {
+    "failure_threshold": int,
+    "failure_rate": (int, float),
+    "minimum_calls": int,
+    "window_s": (int, float),
+    "recovery_s": (int, float),
+    "half_open_max_calls": int,
+}
+
+
+def load_sources(path: Path, *, env: Mapping[str, str] | None = None) -> tuple[SourceConfig, ...]:
+    """Parse and validate a sources file. Every problem is a :class:`ConfigError` naming
+    the file, the source and the key at fault."""
+    env = os.environ if env is None else env
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"sources file {path}: not found") from None
+    except OSError as exc:
+        raise ConfigError(f"sources file {path}: cannot be read ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"sources file {path}: invalid TOML: {exc}") from None
+    return parse_sources(data, origin=str(path), env=env)
+
+
+def parse_sources(
+    data: Mapping[str, Any], *, origin: str = "<sources>", env: Mapping[str, str] | None = None
+) -> tuple[SourceConfig, ...]:
+    env = os.environ if env is None else env
+    where = f"sources file {origin}"
+    unknown_top = set(data) - {"sources"}
+    if unknown_top:
+        raise ConfigError(f"{where}: unknown top-level key(s) {sorted(unknown_top)}; expected [[sources]]")
+    raw_sources = data.get("sources")
+    if not isinstance(raw_sources, list) or not raw_sources:
+        raise ConfigError(f"{where}: needs at least one [[sources]] table")
+    seen: set[str] = set()
+    out: list[SourceConfig] = []
+    for index, raw in enumerate(raw_sources):
+        label = f"source #{index + 1}"
+        if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+            label = f"source {raw['id']!r}"
+        out.append(_parse_source(raw, where=f"{where}: {label}", env=env))
+        if out[-1].id in seen:
+            raise ConfigError(f"{where}: {label}: key 'id': duplicate id {out[-1].id!r}")
+        seen.add(out[-1].id)
+    return tuple(out)
+
+
+def _check_type(where: str, key: str, value: Any, expected: type | tuple[type, ...]) -> None:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    # bool is an int in Python; never accept it for a number (``ttl_s = true``).
+    if isinstance(value, bool) and bool not in types:
+        ok = False
+    else:
+        ok = isinstance(value, types)
+    if not ok:
+        names = " or ".join(t.__name__ for t in types).replace("str", "string").replace("dict", "table")
+        raise ConfigError(f"{where}: key {key!r} must be a {names}, got {value!r}")
+
+
+def _parse_source(raw: Any, *, where: str, env: Mapping[str, str]) -> SourceConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a table")
+    for key in _REQUIRED_KEYS:
+        if key not in raw:
+            raise ConfigError(f"{where}: missing required key {key!r}")
+    unknown = set(raw) - set(_SOURCE_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_SOURCE_KEYS)}")
+    for key, value in raw.items():
+        _check_type(where, key, value, _SOURCE_KEYS[key])
+
+    source_id = raw["id"]
+    if not source_id or not all(c.isalnum() or c in "-_." for c in source_id):
+        raise ConfigError(f"{where}: key 'id' must be non-empty letters, digits, '-', '_' or '.', got {source_id!r}")
+    if raw["kind"] not in SOURCE_KINDS:
+        raise ConfigError(f"{where}: key 'kind' must be one of {', '.join(SOURCE_KINDS)}, got {raw['kind']!r}")
+    url = raw["url"]
+    if not (url.startswith("http://") or url.startswith("https://")):
+        raise ConfigError(f"{where}: key 'url' must be an http(s) URL, got {url!r}")
+    for key in ("timeout_ms", "ttl_s", "max_concurrency", "page_size"):
+        if key in raw and raw[key] <= 0:
+            raise ConfigError(f"{where}: key {key!r} must be > 0, got {raw[key]}")
+    if "max_stale_s" in raw and raw["max_stale_s"] < 0:
+        raise ConfigError(f"{where}: key 'max_stale_s' must be >= 0, got {raw['max_stale_s']}")
+    if "page_size" in raw and raw["page_size"] > 500:
+        raise ConfigError(f"{where}: key 'page_size' must be <= 500, got {raw['page_size']}")
+
+    api_key = None
+    if "api_key_env" in raw:
+        api_key = env.get(raw["api_key_env"]) or None
+
+    values = {k: v for k, v in raw.items() if k not in ("breaker",)}
+    if raw["kind"] == "hackernews" and "page_size" not in raw:
+        values["page_size"] = DEFAULT_HN_PAGE_SIZE
+    return SourceConfig(
+        **values,
+        api_key=api_key,
+        breaker=_parse_breaker(raw.get("breaker", {}), where=f"{where}: [breaker]"),
+    )
+
+
+def _parse_breaker(raw: dict[str, Any], *, where: str) -> BreakerSettings:
+    unknown = set(raw) - set(_BREAKER_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_BREAKER_KEYS)}")
+    for key, value in raw.items():
+        _check_type(where, key, value, _BREAKER_KEYS[key])
+    for key in ("failure_threshold", "minimum_calls", "half_open_max_calls"):
+        if key in raw and raw[key] < 1:
+            raise ConfigError(f"{where}: key {key!r} must be >= 1, got {raw[key]}")
+    for key in ("window_s", "recovery_s"):
+        if key in raw and raw[key] <= 0:
+            raise ConfigError(f"{where}: key {key!r} must be > 0, got {raw[key]}")
+    if "failure_rate" in raw and not 0 < raw["failure_rate"] <= 1:
+        raise ConfigError(f"{where}: key 'failure_rate' must be in (0, 1], got {raw['failure_rate']}")
+    return BreakerSettings(**{k: (float(v) if k in ("failure_rate", "window_s", "recovery_s") else v) for k, v in raw.items()})

@@ -1,0 +1,142 @@
+"""What every source adapter produces: normalised articles and HN items.
+
+Adapters turn one upstream's payload into :class:`NormalizedArticle` values. Parsing
+functions are pure and module-level so they can run in a worker process (off the
+event loop) for large payloads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class NormalizedArticle:
+    """One upstream item in the gateway's single ``Article`` shape."""
+
+    id: str  # stable: derived from the canonical URL, or the upstream id without one
+    source_id: str
+    title: str
+    url: str
+    summary: str | None = None  # sanitised HTML / text, never scripts or event attributes
+    author: str | None = None
+    image_url: str | None = None
+    published_at: datetime | None = None  # always timezone-aware UTC
+    score: int | None = None  # hackernews only
+    comment_count: int | None = None  # hackernews only
+    comment_ids: tuple[int, ...] = ()  # hackernews only: top-level comment ids ("kids")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source_id": self.source_id,
+            "title": self.title,
+            "url": self.url,
+            "summary": self.summary,
+            "author": self.author,
+            "image_url": self.image_url,
+            "published_at": self.published_at.isoformat() if self.published_at else None,
+            "score": self.score,
+            "comment_count": self.comment_count,
+            "comment_ids": list(self.comment_ids),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NormalizedArticle:
+        published = data.get("published_at")
+        return cls(
+            id=data["id"],
+            source_id=data["source_id"],
+            title=data["title"],
+            url=data["url"],
+            summary=data.get("summary"),
+            author=data.get("author"),
+            image_url=data.get("image_url"),
+            published_at=datetime.fromisoformat(published) if published else None,
+            score=data.get("score"),
+            comment_count=data.get("comment_count"),
+            comment_ids=tuple(data.get("comment_ids") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HNItem:
+    """A Hacker News item as the gateway keeps it (stories and comments alike)."""
+
+    id: int
+    type: str
+    by: str | None = None
+    time: datetime | None = None
+    text: str | None = None  # sanitised HTML
+    title: str | None = None
+    url: str | None = None
+    score: int | None = None
+    descendants: int | None = None
+    kids: tuple[int, ...] = ()
+    deleted: bool = False
+    dead: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "by": self.by,
+            "time": self.time.isoformat() if self.time else None,
+            "text": self.text,
+            "title": self.title,
+            "url": self.url,
+            "score": self.score,
+            "descendants": self.descendants,
+            "kids": list(self.kids),
+            "deleted": self.deleted,
+            "dead": self.dead,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HNItem:
+        t = data.get("time")
+        return cls(
+            id=data["id"],
+            type=data["type"],
+            by=data.get("by"),
+            time=datetime.fromisoformat(t) if t else None,
+            text=data.get("text"),
+            title=data.get("title"),
+            url=data.get("url"),
+            score=data.get("score"),
+            descendants=data.get("descendants"),
+            kids=tuple(data.get("kids") or ()),
+            deleted=bool(data.get("deleted")),
+            dead=bool(data.get("dead")),
+        )
+
+
+@dataclass(slots=True)
+class Parsed:
+    """A parse result: the usable articles, and how many rows were dropped as bad."""
+
+    articles: list[NormalizedArticle] = field(default_factory=list)
+    dropped: int = 0
+
+
+def utc(dt: datetime) -> datetime:
+    """Return ``dt`` as an aware UTC datetime (naive values are taken to be UTC)."""
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+def newest_first_key(article: NormalizedArticle) -> tuple[bool, float, str]:
+    """Sort key: newest first, undated last, then by id (stable across sources and calls)."""
+    if article.published_at is None:
+        return (True, 0.0, article.id)
+    return (False, -article.published_at.timestamp(), article.id)
+
+
+def trim_newest(parsed: Parsed, limit: int) -> Parsed:
+    """Keep the ``limit`` newest articles (feeds can carry thousands of items)."""
+    if len(parsed.articles) > limit:
+        parsed.articles = sorted(parsed.articles, key=newest_first_key)[:limit]
+    return parsed

@@ -1,0 +1,130 @@
+"""The asyncpg pool, wrapped so a database that went away degrades instead of failing.
+
+Every query goes through :meth:`Database.run`, which bounds the wait for a
+connection and the query itself, maps driver and socket errors to
+:class:`~gateway.errors.DatabaseUnavailable`, and, after a connection failure,
+fails fast for a short back-off so requests do not each wait for a dead server
+(they answer from upstreams instead). The pool reconnects by itself: asyncpg
+replaces broken connections on the next acquire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+import orjson
+
+from gateway.errors import DatabaseUnavailable
+
+log = logging.getLogger("gateway.store")
+T = TypeVar("T")
+
+#: After a connection-level failure, skip the database for this long.
+DOWN_BACKOFF_S = 0.5
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    return isinstance(
+        exc,
+        OSError
+        | asyncpg.exceptions.ConnectionDoesNotExistError
+        | asyncpg.exceptions.InterfaceError
+        | asyncpg.exceptions.CannotConnectNowError
+        | asyncpg.exceptions.AdminShutdownError
+        | asyncpg.exceptions.CrashShutdownError
+        | asyncpg.exceptions.ConnectionFailureError
+        | asyncpg.exceptions.TooManyConnectionsError,
+    )
+
+
+class Database:
+    """A pool plus the bookkeeping operators and tests look at."""
+
+    def __init__(self, pool: asyncpg.Pool, *, command_timeout_s: float) -> None:
+        self.pool = pool
+        self.command_timeout_s = command_timeout_s
+        self.queries = 0  # statements sent, counted by asyncpg's query logger
+        self.query_log: list[str] | None = None  # set to [] to record statement texts (tests)
+        self.last_error: str | None = None
+        self._down_until = 0.0
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, min_size: int, max_size: int, connect_timeout_s: float, command_timeout_s: float
+    ) -> Database:
+        db: Database | None = None
+
+        def on_query(record: Any) -> None:
+            if db is not None:
+                db.queries += 1
+                if db.query_log is not None:
+                    db.query_log.append(record.query)
+
+        async def init(conn: asyncpg.Connection) -> None:
+            await conn.set_type_codec("jsonb", encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
+            conn.add_query_logger(on_query)
+
+        try:
+            pool = await asyncpg.create_pool(
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=connect_timeout_s,
+                command_timeout=command_timeout_s,
+                init=init,
+                # Connections idle for a while are closed, so a restarted server's
+                # stale sockets are not handed out for long.
+                max_inactive_connection_lifetime=60.0,
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.exceptions.InterfaceError, TimeoutError) as exc:
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+        db = cls(pool, command_timeout_s=command_timeout_s)
+        return db
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self.pool.close(), timeout=5)
+        except TimeoutError:
+            self.pool.terminate()
+
+    @property
+    def available(self) -> bool:
+        """False while backing off after a connection failure."""
+        return time.monotonic() >= self._down_until
+
+    async def run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]], *, timeout_s: float | None = None) -> T:
+        """Run ``fn(conn)`` on a pooled connection within ``timeout_s`` (acquire included)."""
+        if not self.available:
+            raise DatabaseUnavailable(f"database unavailable: {self.last_error}")
+        timeout = self.command_timeout_s if timeout_s is None else min(timeout_s, self.command_timeout_s)
+        try:
+            async with asyncio.timeout(timeout):
+                async with self.pool.acquire() as conn:
+                    return await fn(conn)
+        except TimeoutError:
+            self.last_error = f"no answer within {timeout * 1000:.0f} ms"
+            raise DatabaseUnavailable(f"database timed out ({self.last_error})") from None
+        except Exception as exc:
+            if _is_connection_error(exc):
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._down_until = time.monotonic() + DOWN_BACKOFF_S
+                log.warning("database unavailable: %s", self.last_error)
+                raise DatabaseUnavailable(f"database unavailable: {self.last_error}") from exc
+            raise
+
+    async def ping(self, *, timeout_s: float = 1.0) -> float:
+        """Round-trip ``SELECT 1``; returns the latency in ms. Ignores the back-off,
+        so health checks notice recovery."""
+        self._down_until = 0.0
+        started = time.perf_counter()
+        await self.run(lambda conn: conn.fetchval("SELECT 1"), timeout_s=timeout_s)
+        return (time.perf_counter() - started) * 1000
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
