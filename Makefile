@@ -1,0 +1,42 @@
+# The two front doors: `make run` and `make test`. Everything installs itself into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# The bundled demo sources point at this port.
+DEMO_PORT := 9100
+
+.PHONY: install run test bench schema clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+## Start the offline demo upstream and the gateway (embedded Postgres, demo sources).
+run: install
+	@$(BIN)/gateway demo-upstream --port $(DEMO_PORT) & demo=$$!; \
+	trap 'kill $$demo 2>/dev/null; wait $$demo 2>/dev/null' EXIT INT TERM; \
+	echo "demo upstream on http://127.0.0.1:$(DEMO_PORT) (pid $$demo)"; \
+	echo "open http://$(HOST):$(PORT)/graphql in a browser (GraphiQL); Ctrl-C stops both"; \
+	$(BIN)/gateway serve --host $(HOST) --port $(PORT)
+
+## Run the whole test suite (real Postgres, real HTTP on 127.0.0.1).
+test: install
+	$(BIN)/python -m pytest
+
+## Benchmarks: ratios measured side by side in one run.
+bench: install
+	$(BIN)/python -m tests.bench.bench_upstream
+
+## Regenerate schema.graphql from the code.
+schema: install
+	$(BIN)/gateway export-schema > schema.graphql
+
+clean:
+	rm -rf $(VENV) .gateway .pytest_cache
