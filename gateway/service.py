@@ -97,6 +97,7 @@ class SourceStats:
 
     upstream_calls: int = 0
     retries: int = 0
+    not_modified: int = 0
     dropped_rows: int = 0
     last_success_at: datetime | None = None
     last_error: SourceError | None = None
@@ -389,6 +390,7 @@ class SourceService:
         now = self.clock.now()
         if result.not_modified and entry is not None:
             fresh = replace(entry, fetched_at=now)
+            stats.not_modified += 1
             await self._db_quietly(lambda conn: cache_queries.touch(conn, source.id, key, now))
         else:
             fresh = CachedFeed(tuple(result.articles), result.dropped, now, result.validators)

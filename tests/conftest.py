@@ -5,6 +5,8 @@ a real socket."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -20,16 +22,22 @@ from tests.helpers import RunningGateway
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_url() -> Iterator[str]:
     url = os.environ.get("GATEWAY_TEST_DATABASE_URL")
     if url:
         yield url
         return
     from gateway.store.embedded import EmbeddedPostgres
 
-    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
-    yield embedded.start_sync()
-    embedded.stop_sync()
+    # Not under pytest's tmp_path: pytest prunes old session dirs, and a second
+    # pytest run on the machine would delete this server's data under its feet.
+    data_dir = Path(tempfile.mkdtemp(prefix="gateway-test-pg-"))
+    embedded = EmbeddedPostgres(data_dir)
+    try:
+        yield embedded.start_sync()
+    finally:
+        embedded.stop_sync()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

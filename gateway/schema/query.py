@@ -72,6 +72,7 @@ def _source_result(outcome: SourceOutcome) -> SourceResult:
         error=SourceError(code=err.code, message=err.message) if err else None,
         latency_ms=outcome.latency_ms,
         age_seconds=outcome.age_s,
+        dropped_items=outcome.dropped,
     )
 
 
@@ -205,6 +206,9 @@ class Query:
                     last_success_at=stats.last_success_at,
                     last_error=SourceError(code=last.code, message=last.message) if last else None,
                     last_error_at=stats.last_error_at,
+                    upstream_calls=stats.upstream_calls,
+                    not_modified=stats.not_modified,
+                    dropped_items=stats.dropped_rows,
                 )
             )
         if not db_health.ok and open_count == len(source_health):

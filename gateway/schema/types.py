@@ -200,6 +200,9 @@ class SourceResult:
     error: SourceError | None = strawberry.field(description="What went wrong, if anything did.")
     latency_ms: int | None = strawberry.field(description="Time spent getting this source's data for this request.")
     age_seconds: int | None = strawberry.field(description="Age of the data served; null when there is none.")
+    dropped_items: int = strawberry.field(
+        description="Items of the upstream's answer dropped as unusable (no title, no URL, a bad date, wrong types)."
+    )
 
 
 @strawberry.type(description="A page of articles, newest first, plus how each source fared.")
@@ -224,6 +227,9 @@ class SourceHealth:
     last_success_at: datetime | None = strawberry.field(description="Last successful upstream fetch by this process.")
     last_error: SourceError | None = strawberry.field(description="Last upstream error seen by this process.")
     last_error_at: datetime | None = strawberry.field(description="When that error happened.")
+    upstream_calls: int = strawberry.field(description="Upstream HTTP calls made by this process (retries included).")
+    not_modified: int = strawberry.field(description="Conditional calls the upstream answered 304 Not Modified.")
+    dropped_items: int = strawberry.field(description="Unusable items dropped by this process so far.")
 
 
 @strawberry.type(description="Health of the gateway process.")

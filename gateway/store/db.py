@@ -28,6 +28,20 @@ T = TypeVar("T")
 DOWN_BACKOFF_S = 0.5
 
 
+class GatewayConnection(asyncpg.Connection):
+    """A pooled connection whose release costs no round-trip.
+
+    asyncpg resets every connection on release with ``UNLISTEN *; RESET ALL; ...``,
+    an extra statement per checkout. We keep no session state on pooled
+    connections (no LISTEN, session advisory locks, SET or cursors outside a
+    transaction; LISTEN uses its own connection), and asyncpg still rolls back an
+    open transaction on release, so the reset statement is skipped.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(
         exc,
@@ -67,6 +81,11 @@ class Database:
 
         async def init(conn: asyncpg.Connection) -> None:
             await conn.set_type_codec("jsonb", encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
+            # asyncpg introspects array types on first use (three extra statements);
+            # do it here, at connect time, not in the middle of somebody's request.
+            await conn.fetchrow(
+                "SELECT $1::text[], $2::bigint[], $3::jsonb[], $4::timestamptz[]", [], [], [], []
+            )
             conn.add_query_logger(on_query)
 
         try:
@@ -77,6 +96,7 @@ class Database:
                 timeout=connect_timeout_s,
                 command_timeout=command_timeout_s,
                 init=init,
+                connection_class=GatewayConnection,
                 # Connections idle for a while are closed, so a restarted server's
                 # stale sockets are not handed out for long.
                 max_inactive_connection_lifetime=60.0,
