@@ -15,11 +15,14 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
 
 from gateway.context import GatewayContext, build_context
 from gateway.errors import GatewayError
 from gateway.resilience.clock import Clock
 from gateway.schema import build_schema
+from gateway.schema.errors import classify
 from gateway.services import Services
 from gateway.settings import Settings
 
@@ -35,6 +38,14 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        # Errors raised before execution (e.g. syntax errors caught in the parser
+        # cache) skip the schema's ErrorCodes extension; classify them here too.
+        if result.errors:
+            request_id = request.headers.get("x-request-id")
+            result.errors = [e if (e.extensions or {}).get("code") else classify(e, request_id) for e in result.errors]
+        return await super().process_result(request, result)
 
 
 def create_app(

@@ -19,12 +19,16 @@ does not cancel the upstream call whose result everyone after it will use.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
+import os
 import random
+import socket
 import time
+import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -53,7 +57,9 @@ from gateway.sources import ADAPTERS, Adapter, Validators, hn_url, parse_article
 from gateway.sources.base import HNItem, NormalizedArticle, Parsed
 from gateway.store import articles as article_queries
 from gateway.store import cache as cache_queries
+from gateway.store import leases as lease_queries
 from gateway.store.db import Database
+from gateway.store.listener import CacheListener
 from gateway.upstream import UpstreamClient, UpstreamResponse
 
 log = logging.getLogger("gateway.service")
@@ -66,6 +72,8 @@ RETRY_BASE_S = 0.1
 RETRY_CAP_S = 1.0
 RETRY_BUDGET_RATIO = 0.2  # retries may add at most 20% to a source's calls ...
 RETRY_BUDGET_WINDOW_S = 60.0  # ... over this window
+LEASE_MARGIN_S = 1.0  # a lease outlives its holder's budget by this much, then expires
+PEER_POLL_S = 0.25  # how often a process waiting on another's refresh re-checks
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +289,8 @@ class SourceService:
     bulkheads: dict[str, Bulkhead]
     parser: Parser
     clock: Clock
+    listener: CacheListener | None = None
+    holder_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
     stats: dict[str, SourceStats] = field(default_factory=dict)
     retry_budgets: dict[str, RetryBudget] = field(default_factory=dict)
     _memory: LRU[tuple[str, str], CachedFeed] = field(init=False)
@@ -380,8 +390,34 @@ class SourceService:
     async def _refresh(
         self, source: SourceConfig, adapter: Adapter, key: str, search: str | None, entry: CachedFeed | None
     ) -> CachedFeed:
+        """One refresh of one key, in this process (singleflight) and across processes
+        (a lease row): the lease holder calls the upstream, the others wait for its write."""
+        budget = Deadline.after(self.settings.request_deadline_ms / 1000)
+        leased = await self._try_lease(source, key, budget)
+        if leased is False:
+            peer = await self._await_peer(source, key, entry, budget)
+            if peer is not None:
+                return peer
+            leased = await self._try_lease(source, key, budget)  # the peer gave up or died
+            if leased is False:
+                raise DeadlineExceeded(f"{source.id}: another worker is still refreshing this source")
+        try:
+            return await self._fetch_and_store(source, adapter, key, search, entry, budget)
+        finally:
+            if leased:
+                await self._db_quietly(lambda conn: lease_queries.release(conn, source.id, key, self.holder_id))
+
+    async def _fetch_and_store(
+        self,
+        source: SourceConfig,
+        adapter: Adapter,
+        key: str,
+        search: str | None,
+        entry: CachedFeed | None,
+        budget: Deadline,
+    ) -> CachedFeed:
         stats = self.stats[source.id]
-        io = _SourceIO(self, source, Deadline.after(self.settings.request_deadline_ms / 1000))
+        io = _SourceIO(self, source, budget)
         try:
             result = await adapter.fetch(source, search, io, entry.validators if entry else None)
         except SourceError as exc:
@@ -391,7 +427,12 @@ class SourceService:
         if result.not_modified and entry is not None:
             fresh = replace(entry, fetched_at=now)
             stats.not_modified += 1
-            await self._db_quietly(lambda conn: cache_queries.touch(conn, source.id, key, now))
+
+            async def write(conn: Any) -> None:
+                async with conn.transaction():
+                    await cache_queries.touch(conn, source.id, key, now)
+                    await lease_queries.notify(conn, source.id, key)
+
         else:
             fresh = CachedFeed(tuple(result.articles), result.dropped, now, result.validators)
             stats.dropped_rows += result.dropped
@@ -403,11 +444,57 @@ class SourceService:
                 async with conn.transaction():
                     await cache_queries.put_many(conn, [row])
                     await article_queries.upsert(conn, fresh.articles)
+                    await lease_queries.notify(conn, source.id, key)
 
-            await self._db_quietly(write)
+        await self._db_quietly(write)
         self._memory.put((source.id, key), fresh)
         stats.last_success_at = now
         return fresh
+
+    async def _try_lease(self, source: SourceConfig, key: str, budget: Deadline) -> bool | None:
+        """True: ours. False: another process holds it. None: no database to coordinate
+        through (we refresh on our own, which is the best a lone process can do)."""
+        if self.db is None or not self.db.available:
+            return None
+        try:
+            return await self.db.run(
+                lambda conn: lease_queries.try_acquire(
+                    conn, source.id, key, self.holder_id, budget.remaining() + LEASE_MARGIN_S
+                ),
+                timeout_s=max(budget.remaining(), 0.001),
+            )
+        except DatabaseUnavailable:
+            return None
+
+    async def _await_peer(
+        self, source: SourceConfig, key: str, entry: CachedFeed | None, budget: Deadline
+    ) -> CachedFeed | None:
+        """Wait for another process's refresh: its NOTIFY wakes us; we also poll, in case
+        the notification was lost. None if the lease went away with no newer row."""
+        assert self.db is not None
+        db = self.db
+        with self.listener.watch(source.id, key) if self.listener else _no_watch() as event:
+            while budget.remaining() > 0:
+                try:
+                    row, held = await db.run(
+                        lambda conn: lease_queries.peer_state(conn, source.id, key),
+                        timeout_s=max(budget.remaining(), 0.001),
+                    )
+                except DatabaseUnavailable:
+                    return None
+                if row is not None and (entry is None or row["fetched_at"] > entry.fetched_at):
+                    fresh = CachedFeed.from_row(cache_queries.row_of(row))
+                    self._memory.put((source.id, key), fresh)
+                    return fresh
+                if not held:
+                    return None
+                event.clear()
+                try:
+                    async with asyncio.timeout(min(PEER_POLL_S, budget.remaining())):
+                        await event.wait()
+                except TimeoutError:
+                    pass
+        return None
 
     def _note_error(self, source: SourceConfig, exc: SourceError) -> None:
         stats = self.stats[source.id]
@@ -499,6 +586,11 @@ class SourceService:
         return await self.db.run(
             lambda conn: article_queries.get_many(conn, ids), timeout_s=max(deadline.remaining(), 0.001)
         )
+
+
+@contextlib.contextmanager
+def _no_watch() -> Iterator[asyncio.Event]:
+    yield asyncio.Event()
 
 
 def _ms_since(started: float) -> int:

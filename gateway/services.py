@@ -16,6 +16,7 @@ from gateway.service import Parser, SourceService
 from gateway.settings import Settings
 from gateway.store.db import Database
 from gateway.store.embedded import EmbeddedPostgres
+from gateway.store.listener import CacheListener
 from gateway.store.migrate import migrate
 from gateway.upstream import UpstreamClient, build_http_client
 
@@ -65,6 +66,8 @@ class Services:
         upstream = UpstreamClient(
             build_http_client(settings.max_outbound, transport=transport), max_body_bytes=settings.max_body_bytes
         )
+        listener = CacheListener(url)
+        listener.start()
         breakers = {s.id: CircuitBreaker(s.id, s.breaker, clock=clock) for s in settings.sources}
         service = SourceService(
             settings=settings,
@@ -75,11 +78,14 @@ class Services:
             bulkheads={s.id: Bulkhead(s.id, s.max_concurrency) for s in settings.sources},
             parser=Parser(settings.offloop_parse_bytes),
             clock=clock,
+            listener=listener,
         )
         return cls(settings, db, embedded, upstream, breakers, service, clock, time.monotonic())
 
     async def aclose(self) -> None:
         await self.source_service.aclose()
+        if self.source_service.listener is not None:
+            await self.source_service.listener.aclose()
         await self.upstream.aclose()
         await self.db.close()
         if self.embedded is not None:

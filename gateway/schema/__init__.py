@@ -7,6 +7,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.types import ExecutionContext
 
 from gateway.schema.errors import ErrorCodes
@@ -22,8 +23,23 @@ class GatewaySchema(strawberry.Schema):
         return None
 
 
+#: Distinct documents whose parse and validation results are kept. Frontends send
+#: the same few queries over and over; validation is most of graphql-core's cost.
+DOCUMENT_CACHE_SIZE = 1024
+
+
 def build_schema(**kwargs: Any) -> strawberry.Schema:
-    return GatewaySchema(query=Query, extensions=[ErrorCodes], **kwargs)
+    return GatewaySchema(
+        query=Query,
+        extensions=[
+            ErrorCodes,
+            # Factories: strawberry builds extensions per request; these two keep
+            # their LRU at module level (keyed by size), shared across requests.
+            lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),
+            lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
+        ],
+        **kwargs,
+    )
 
 
 def export_sdl() -> str:

@@ -20,7 +20,7 @@ class CacheRow:
     last_modified: str | None
 
 
-def _row(r: asyncpg.Record) -> CacheRow:
+def row_of(r: asyncpg.Record) -> CacheRow:
     return CacheRow(r["source_id"], r["request_key"], r["payload"], r["fetched_at"], r["etag"], r["last_modified"])
 
 
@@ -31,7 +31,7 @@ async def get_many(conn: asyncpg.Connection, source_id: str, keys: Sequence[str]
         source_id,
         list(keys),
     )
-    return {r["request_key"]: _row(r) for r in rows}
+    return {r["request_key"]: row_of(r) for r in rows}
 
 
 async def get(conn: asyncpg.Connection, source_id: str, key: str) -> CacheRow | None:
