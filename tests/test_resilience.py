@@ -1,0 +1,307 @@
+"""Resilience against real loopback upstreams (the demo's fault knobs) and a real
+Postgres; a fake clock only where time must jump (TTLs, breaker recovery)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.app import create_app
+from gateway.demo.server import DemoServer
+from gateway.resilience.clock import FakeClock
+from gateway.settings import Settings
+from tests.conftest import sources_of
+from tests.helpers import RunningGateway
+
+QUERY = "{ articles(first: 5) { nodes { id } sources { source { id } status ageSeconds error { code } } } }"
+
+
+def three(**extra: object) -> tuple[dict, ...]:
+    base = (
+        {"id": "bbc", "name": "BBC", "kind": "newsapi", "url": "{demo}/newsapi/v2/top-headlines?sources=bbc-news"},
+        {"id": "tech", "name": "Tech", "kind": "feed", "url": "{demo}/feeds/tech.rss"},
+        {"id": "world", "name": "World", "kind": "feed", "url": "{demo}/feeds/world.atom"},
+    )
+    return tuple({**t, **extra} for t in base)
+
+
+def statuses(data: dict) -> dict[str, str]:
+    return {s["source"]["id"]: s["status"] for s in data["articles"]["sources"]}
+
+
+def errors(data: dict) -> dict[str, str | None]:
+    return {s["source"]["id"]: (s["error"] or {}).get("code") for s in data["articles"]["sources"]}
+
+
+async def test_deadline_returns_what_finished(demo: DemoServer, make_settings: Callable[..., Settings]) -> None:
+    demo.control.set_fault("feeds.rss:tech", fault="hang")
+    settings = make_settings(sources_of(demo.url, *three(timeout_ms=5000)), request_deadline_ms=600)
+    async with RunningGateway(create_app(settings)) as gw:
+        started = time.perf_counter()
+        data = await gw.data(QUERY)
+        elapsed = time.perf_counter() - started
+        assert statuses(data) == {"bbc": "FRESH", "tech": "TIMEOUT", "world": "FRESH"}
+        assert errors(data)["tech"] == "DEADLINE_EXCEEDED"
+        assert 0.55 < elapsed < 0.9
+        # our own deadline is not the upstream's fault
+        assert gw.services.breakers["tech"].snapshot().failures == 0
+
+
+async def test_upstream_timeout_is_timeout_and_counts(demo: DemoServer, make_settings: Callable[..., Settings]) -> None:
+    demo.control.set_fault("feeds.rss:tech", fault="hang")
+    settings = make_settings(sources_of(demo.url, *three(timeout_ms=300)), request_deadline_ms=2000)
+    async with RunningGateway(create_app(settings)) as gw:
+        data = await gw.data(QUERY)
+        assert statuses(data)["tech"] == "TIMEOUT"
+        assert errors(data)["tech"] == "UPSTREAM_TIMEOUT"
+        assert gw.services.breakers["tech"].snapshot().failures == 1
+
+
+async def test_slow_drip_body_is_bounded_by_the_timeout(demo: DemoServer, make_settings: Callable[..., Settings]) -> None:
+    demo.control.set_fault("feeds.atom:world", fault="drip", drip_delay_ms=200, drip_chunks=20)
+    settings = make_settings(sources_of(demo.url, *three(timeout_ms=500)))
+    async with RunningGateway(create_app(settings)) as gw:
+        started = time.perf_counter()
+        data = await gw.data(QUERY)
+        assert time.perf_counter() - started < 1.5
+    assert errors(data)["world"] == "UPSTREAM_TIMEOUT"
+
+
+async def test_singleflight_one_upstream_call_for_a_cold_stampede(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    demo.control.set_fault("*", latency_ms=300)
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, *three())))) as gw:
+        results = await asyncio.gather(*(gw.data(QUERY) for _ in range(50)))
+    assert demo.control.stats()["total"] == 3
+    assert all(set(statuses(r).values()) == {"FRESH"} for r in results)
+
+
+async def test_two_workers_on_one_database_make_one_call_per_source(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    """Two app instances stand in for two worker processes: their only shared state is
+    Postgres, exactly as between real processes (leases + NOTIFY)."""
+    demo.control.set_fault("*", latency_ms=300)
+    settings = make_settings(sources_of(demo.url, *three()))
+    async with RunningGateway(create_app(settings)) as a, RunningGateway(create_app(settings)) as b:
+        await asyncio.wait_for(a.services.source_service.listener.connected.wait(), 5)  # type: ignore[union-attr]
+        await asyncio.wait_for(b.services.source_service.listener.connected.wait(), 5)  # type: ignore[union-attr]
+        started = time.perf_counter()
+        results = await asyncio.gather(*(gw.data(QUERY) for gw in (a, b) for _ in range(20)))
+        elapsed = time.perf_counter() - started
+    assert demo.control.stats()["total"] == 3
+    assert all(r["articles"]["nodes"] for r in results)
+    assert elapsed < 1.5  # waiters are woken by NOTIFY, not by the fallback poll alone
+
+
+async def test_breaker_opens_serves_stale_then_probes_and_recovers(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    clock = FakeClock()
+    tables = three(ttl_s=10, breaker={"failure_threshold": 2, "recovery_s": 30, "half_open_max_calls": 1})
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, *tables)), clock=clock)) as gw:
+        await gw.data(QUERY)  # warm every cache
+        demo.control.set_fault("feeds.rss:tech", fault="500")
+        for _ in range(2):  # past the TTL and the revalidate window: each query tries the upstream
+            clock.advance(25)
+            data = await gw.data(QUERY)
+            assert statuses(data)["tech"] == "STALE"
+            assert errors(data)["tech"] == "UPSTREAM_HTTP_500"
+        assert gw.services.breakers["tech"].state.value == "OPEN"
+        calls = demo.control.count("feeds.rss")
+        clock.advance(25)
+        data = await gw.data(QUERY)
+        assert statuses(data)["tech"] == "STALE" and errors(data)["tech"] == "CIRCUIT_OPEN"
+        assert demo.control.count("feeds.rss") == calls  # an open breaker makes no call
+        health = await gw.data("{ health { status sources { source { id } breaker { state openedAt } } } }")
+        assert health["health"]["status"] == "DEGRADED"
+        tech = next(s for s in health["health"]["sources"] if s["source"]["id"] == "tech")
+        assert tech["breaker"]["state"] == "OPEN" and tech["breaker"]["openedAt"]
+
+        demo.control.clear_faults()
+        clock.advance(10)  # recovery_s elapsed: one probe goes through
+        data = await gw.data(QUERY)
+        assert statuses(data)["tech"] == "FRESH"
+        assert demo.control.count("feeds.rss") == calls + 1
+        assert gw.services.breakers["tech"].state.value == "CLOSED"
+
+
+async def test_open_breaker_without_a_copy_is_skipped(demo: DemoServer, make_settings: Callable[..., Settings]) -> None:
+    demo.control.set_fault("feeds.rss:tech", fault="500")
+    tables = three(breaker={"failure_threshold": 1, "recovery_s": 60})
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, *tables)))) as gw:
+        first = await gw.data(QUERY)
+        second = await gw.data(QUERY)
+    assert statuses(first)["tech"] == "FAILED"
+    assert statuses(second)["tech"] == "SKIPPED" and errors(second)["tech"] == "CIRCUIT_OPEN"
+
+
+async def test_half_open_lets_through_only_its_probes(demo: DemoServer, make_settings: Callable[..., Settings]) -> None:
+    clock = FakeClock()
+    demo.control.set_fault("feeds.rss:tech", fault="500")
+    tables = three(breaker={"failure_threshold": 1, "recovery_s": 30, "half_open_max_calls": 1})
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, *tables)), clock=clock)) as gw:
+        await gw.data(QUERY)
+        assert gw.services.breakers["tech"].state.value == "OPEN"
+        before = demo.control.count("feeds.rss")
+        for _ in range(3):  # recovery windows: each lets exactly one probe through
+            clock.advance(30)
+            await asyncio.gather(*(gw.data(QUERY) for _ in range(10)))
+        assert demo.control.count("feeds.rss") == before + 3
+
+
+async def test_stale_while_revalidate_answers_at_once_and_refreshes_once(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    clock = FakeClock()
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, *three(ttl_s=10))), clock=clock)) as gw:
+        await gw.data(QUERY)
+        demo.control.set_fault("*", latency_ms=400)
+        clock.advance(12)  # past the TTL, within the revalidate window
+        started = time.perf_counter()
+        results = await asyncio.gather(*(gw.data(QUERY) for _ in range(10)))
+        assert time.perf_counter() - started < 0.35  # nobody waited for the upstream
+        assert all(set(statuses(r).values()) == {"STALE"} for r in results)
+        assert {s["ageSeconds"] for r in results for s in r["articles"]["sources"]} == {12}
+        await asyncio.sleep(0.8)  # the background refreshes land
+        assert demo.control.stats()["total"] == 6  # 3 cold + exactly 1 refresh per source
+        data = await gw.data(QUERY)
+        assert set(statuses(data).values()) == {"CACHED"}
+
+
+async def test_conditional_get_304_counts_as_fresh(demo: DemoServer, make_settings: Callable[..., Settings]) -> None:
+    clock = FakeClock()
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, *three(ttl_s=10))), clock=clock)) as gw:
+        first = await gw.data(QUERY)
+        clock.advance(30)  # beyond the revalidate window: the next query waits for the upstream
+        second = await gw.data(QUERY)
+        stats = gw.services.source_service.stats
+        assert stats["tech"].not_modified == 1 and stats["world"].not_modified == 1
+        assert stats["bbc"].not_modified == 0  # NewsAPI sends no validators
+    assert set(statuses(second).values()) == {"FRESH"}
+    assert first["articles"]["nodes"] == second["articles"]["nodes"]
+
+
+async def test_stale_if_error_up_to_max_stale(demo: DemoServer, make_settings: Callable[..., Settings]) -> None:
+    clock = FakeClock()
+    tables = three(ttl_s=10, max_stale_s=100)
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, *tables)), clock=clock)) as gw:
+        await gw.data(QUERY)
+        demo.control.set_fault("newsapi.top-headlines", fault="503")
+        clock.advance(50)
+        data = await gw.data(QUERY)
+        bbc = next(s for s in data["articles"]["sources"] if s["source"]["id"] == "bbc")
+        assert bbc["status"] == "STALE" and bbc["ageSeconds"] == 50
+        assert bbc["error"]["code"] == "UPSTREAM_HTTP_503"
+        clock.advance(60)  # older than max_stale_s: no longer served
+        data = await gw.data(QUERY)
+        assert statuses(data)["bbc"] == "FAILED"
+
+
+async def test_retries_transient_errors_within_budget(demo: DemoServer, make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(sources_of(demo.url, three()[0]))
+    async with RunningGateway(create_app(settings)) as gw:
+        for i in range(5):  # earn retry budget: 20% of calls
+            await gw.data(f'{{ articles(search: "warm{i}") {{ nodes {{ id }} }} }}')
+        before = demo.control.count("newsapi.top-headlines")
+        demo.control.set_fault("newsapi.top-headlines", fault="503", fail_times=1)
+        data = await gw.data('{ articles(search: "x") { sources { status } } }')
+        assert data["articles"]["sources"] == [{"status": "FRESH"}]
+        assert demo.control.count("newsapi.top-headlines") == before + 2
+        assert gw.services.source_service.stats["bbc"].retries == 1
+        # the budget is spent: the next transient failure is not retried
+        demo.control.set_fault("newsapi.top-headlines", fault="503", fail_times=1)
+        data = await gw.data('{ articles(search: "y") { sources { status } } }')
+        assert data["articles"]["sources"] == [{"status": "FAILED"}]
+        assert demo.control.count("newsapi.top-headlines") == before + 3
+
+
+async def test_no_retry_for_non_transient_errors(demo: DemoServer, make_settings: Callable[..., Settings]) -> None:
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, three()[0])))) as gw:
+        for i in range(10):
+            await gw.data(f'{{ articles(search: "warm{i}") {{ nodes {{ id }} }} }}')
+        before = demo.control.count("newsapi.top-headlines")
+        demo.control.set_fault("newsapi.top-headlines", fault="500", fail_times=1)
+        await gw.data('{ articles(search: "x") { sources { status } } }')
+        assert demo.control.count("newsapi.top-headlines") == before + 1
+
+
+async def test_retry_honours_retry_after(demo: DemoServer, make_settings: Callable[..., Settings]) -> None:
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, three()[0])))) as gw:
+        for i in range(5):
+            await gw.data(f'{{ articles(search: "warm{i}") {{ nodes {{ id }} }} }}')
+        demo.control.set_fault("newsapi.top-headlines", fault="429", retry_after_s=1, fail_times=1)
+        started = time.perf_counter()
+        data = await gw.data('{ articles(search: "x") { sources { status } } }')
+        assert data["articles"]["sources"] == [{"status": "FRESH"}]
+        assert time.perf_counter() - started >= 1.0
+
+
+async def test_bulkhead_rejections_do_not_count_against_the_breaker(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    hn = {"id": "hn", "name": "HN", "kind": "hackernews", "url": "{demo}/hn/v0", "max_concurrency": 1,
+          "breaker": {"failure_threshold": 1}}
+    demo.control.set_fault("hn.item", latency_ms=200)
+    settings = make_settings(sources_of(demo.url, hn), request_deadline_ms=700)
+    async with RunningGateway(create_app(settings)) as gw:
+        data = await gw.data("{ articles(first: 30) { sources { status error { code } } } }")
+        assert data["articles"]["sources"][0]["status"] in ("TIMEOUT", "FRESH")
+        assert gw.services.breakers["hn"].state.value == "CLOSED"
+        assert gw.services.breakers["hn"].snapshot().failures == 0
+
+
+async def test_postgres_outage_degrades_and_recovers(
+    demo: DemoServer, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """Postgres goes away mid-flight: answers still come from upstreams, health says
+    DEGRADED, and the pool recovers by itself once Postgres is back."""
+    from gateway.store.embedded import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(tmp_path / "own-pg")
+    url = await pg.start()
+    try:
+        settings = make_settings(sources_of(demo.url, *three(ttl_s=1)), database_url=url)
+        async with RunningGateway(create_app(settings)) as gw:
+            assert set(statuses(await gw.data(QUERY)).values()) == {"FRESH"}
+            await pg.stop()
+            await asyncio.sleep(1.1)  # the cached copy expires
+            started = time.perf_counter()
+            results = await asyncio.gather(*(gw.data(QUERY) for _ in range(5)))
+            assert time.perf_counter() - started < 3.0
+            for r in results:
+                assert r["articles"]["nodes"], r
+            health = await gw.data("{ health { status database { ok error } } }")
+            assert health["health"]["status"] == "DEGRADED" and health["health"]["database"]["ok"] is False
+            assert await pg.start() == url
+            back = time.perf_counter()
+            while True:
+                health = await gw.data("{ health { status database { ok } } }")
+                if health["health"]["database"]["ok"]:
+                    break
+                assert time.perf_counter() - back < 2.0, "pool did not recover within 2 s"
+                await asyncio.sleep(0.1)
+            assert health["health"]["status"] == "OK"
+            await asyncio.sleep(2.1)  # past TTL and revalidate window: a blocking refresh
+            data = await gw.data(QUERY)
+            assert set(statuses(data).values()) == {"FRESH"}
+            rows = await gw.services.db.run(lambda c: c.fetchval("SELECT count(*) FROM fetch_cache"))
+            assert rows == 3  # and the cache is written again
+    finally:
+        await pg.stop()
+
+
+@pytest.mark.parametrize("fault", ["500", "garbage"])
+async def test_upstream_failures_are_never_a_5xx(
+    demo: DemoServer, make_settings: Callable[..., Settings], fault: str
+) -> None:
+    demo.control.set_fault("*", fault=fault)
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, *three())))) as gw:
+        resp = await gw.post(QUERY)
+    assert resp.status_code == 200
+    assert set(statuses(resp.json()["data"]).values()) == {"FAILED"}
