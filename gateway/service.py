@@ -143,14 +143,24 @@ class Parser:
         self.offloop_bytes = offloop_bytes
         self._pool: ProcessPoolExecutor | None = None
 
-    async def run(self, fn: Callable[..., V], body: bytes, *args: Any) -> V:
-        if len(body) < self.offloop_bytes:
-            return fn(body, *args)
+    def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # forkserver: forking a process that runs threads and an event loop is unsafe.
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("forkserver"))
+        return self._pool
+
+    async def start(self) -> None:
+        """Start the worker process now (in a thread: starting it blocks), so the first
+        big payload does not pay for it on the event loop."""
+        pool = self._ensure_pool()
+        await asyncio.to_thread(lambda: pool.submit(_warm_up).result(timeout=60))
+
+    async def run(self, fn: Callable[..., V], body: bytes, *args: Any) -> V:
+        if len(body) < self.offloop_bytes:
+            return fn(body, *args)
+        self._ensure_pool()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, body, *args)
+            return await asyncio.get_running_loop().run_in_executor(self._ensure_pool(), fn, body, *args)
         except BrokenProcessPool:
             self._pool = None  # a worker died (OOM?): start a fresh pool next time
             raise BadPayload("the parser process died on this payload") from None
@@ -159,6 +169,12 @@ class Parser:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+
+def _warm_up() -> None:
+    """Import the parsers in the worker process ahead of the first payload."""
+    import gateway.sources.feed  # noqa: F401
+    import gateway.sources.newsapi  # noqa: F401
 
 
 class RetryBudget:

@@ -3,6 +3,8 @@ there: database (embedded or not), HTTP client, bulkheads, breakers, the source 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ class Services:
     source_service: SourceService
     clock: Clock
     started_mono: float
+    _warmup: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(
@@ -80,9 +83,16 @@ class Services:
             clock=clock,
             listener=listener,
         )
-        return cls(settings, db, embedded, upstream, breakers, service, clock, time.monotonic())
+        services = cls(settings, db, embedded, upstream, breakers, service, clock, time.monotonic())
+        if any(s.kind == "feed" for s in settings.sources):
+            # Feeds can be megabytes: have the parser process ready before the first one.
+            services._warmup = asyncio.create_task(service.parser.start(), name="gateway-parser-warmup")
+        return services
 
     async def aclose(self) -> None:
+        if self._warmup is not None:
+            with contextlib.suppress(Exception):
+                await self._warmup
         await self.source_service.aclose()
         if self.source_service.listener is not None:
             await self.source_service.listener.aclose()
