@@ -24,8 +24,10 @@ from gateway.sources.base import NormalizedArticle, Parsed
 from gateway.sources.normalize import (
     AUTHOR_MAX_LENGTH,
     TITLE_MAX_LENGTH,
+    BadRow,
     article_id,
     clean_text,
+    collect_rows,
     http_url,
     parse_date,
     sanitize_html,
@@ -37,8 +39,6 @@ _ROOT_ELEMENT = re.compile(r"<([^\s/>?!][^\s/>]*)")
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 
 
-class _BadRow(Exception):
-    """An entry we drop and count; never escapes this module."""
 
 
 def parse_feed(body: bytes, source_id: str) -> Parsed:
@@ -63,18 +63,7 @@ def parse_feed(body: bytes, source_id: str) -> Parsed:
     if result.get("bozo") and _is_truncated(body, result.get("encoding") or "utf-8"):
         raise BadPayload(f"truncated feed XML ({bozo_exception})")
 
-    parsed = Parsed()
-    seen: set[str] = set()
-    for entry in entries:
-        try:
-            article = _parse_entry(entry, source_id)
-        except _BadRow:
-            parsed.dropped += 1
-            continue
-        if article.id not in seen:
-            seen.add(article.id)
-            parsed.articles.append(article)
-    return parsed
+    return collect_rows(entries, _parse_entry, source_id)
 
 
 def _is_truncated(body: bytes, encoding: str) -> bool:
@@ -99,12 +88,12 @@ def _parse_entry(feed_entry: dict[str, Any], source_id: str) -> NormalizedArticl
     entry = dict(feed_entry)
     title = clean_text(entry.get("title"), max_length=TITLE_MAX_LENGTH)
     if title is None:
-        raise _BadRow
+        raise BadRow
     # feedparser already falls back from <link> to a permalink <guid>; an Atom <id> is
     # also worth trying, as some feeds put the article URL there.
     url = http_url(entry.get("link")) or http_url(entry.get("id"))
     if url is None:
-        raise _BadRow
+        raise BadRow
 
     return NormalizedArticle(
         id=article_id(url=url, source_id=source_id, upstream_id=None),
@@ -119,7 +108,7 @@ def _parse_entry(feed_entry: dict[str, Any], source_id: str) -> NormalizedArticl
 
 
 def _published_at(entry: dict[str, Any]) -> datetime | None:
-    """The publication date, else the update date; raises _BadRow if one is present but
+    """The publication date, else the update date; raises BadRow if one is present but
     neither can be read."""
     present = False
     for key in ("published", "updated"):
@@ -131,7 +120,7 @@ def _published_at(entry: dict[str, Any]) -> datetime | None:
         if dt is not None:
             return dt
     if present:
-        raise _BadRow
+        raise BadRow
     return None
 
 

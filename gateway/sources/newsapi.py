@@ -16,8 +16,10 @@ from gateway.sources.base import NormalizedArticle, Parsed
 from gateway.sources.normalize import (
     AUTHOR_MAX_LENGTH,
     TITLE_MAX_LENGTH,
+    BadRow,
     article_id,
     clean_text,
+    collect_rows,
     http_url,
     parse_date,
     sanitize_html,
@@ -29,8 +31,6 @@ REMOVED_PLACEHOLDER = "[Removed]"
 _STRING_FIELDS = ("author", "title", "description", "url", "urlToImage", "publishedAt", "content")
 
 
-class _BadRow(Exception):
-    """A row we drop and count; never escapes this module."""
 
 
 def parse_newsapi(body: bytes, source_id: str) -> Parsed:
@@ -49,18 +49,7 @@ def parse_newsapi(body: bytes, source_id: str) -> Parsed:
     if not isinstance(rows, list):
         raise BadPayload("NewsAPI response has no 'articles' list")
 
-    parsed = Parsed()
-    seen: set[str] = set()
-    for row in rows:
-        try:
-            article = _parse_row(row, source_id)
-        except _BadRow:
-            parsed.dropped += 1
-            continue
-        if article.id not in seen:
-            seen.add(article.id)
-            parsed.articles.append(article)
-    return parsed
+    return collect_rows(rows, _parse_row, source_id)
 
 
 def _load_json_object(body: bytes) -> dict[str, Any]:
@@ -77,23 +66,23 @@ def _load_json_object(body: bytes) -> dict[str, Any]:
 
 def _parse_row(row: object, source_id: str) -> NormalizedArticle:
     if not isinstance(row, dict):
-        raise _BadRow
+        raise BadRow
     for key in _STRING_FIELDS:
         if not isinstance(row.get(key), (str, type(None))):
-            raise _BadRow
+            raise BadRow
     if not isinstance(row.get("source"), (dict, type(None))):
-        raise _BadRow
+        raise BadRow
 
     title = clean_text(row.get("title"), max_length=TITLE_MAX_LENGTH)
     if title is None or title == REMOVED_PLACEHOLDER:
-        raise _BadRow
+        raise BadRow
     url = http_url(row.get("url"))
     if url is None:
-        raise _BadRow
+        raise BadRow
     raw_date = row.get("publishedAt")
     published_at = parse_date(raw_date)
     if published_at is None and raw_date and raw_date.strip():  # present but unparseable
-        raise _BadRow
+        raise BadRow
 
     return NormalizedArticle(
         id=article_id(url=url, source_id=source_id, upstream_id=None),

@@ -11,13 +11,17 @@ import hashlib
 import html
 import math
 import re
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 import nh3
 
-from gateway.sources.base import utc
+from gateway.sources.base import NormalizedArticle, Parsed, utc
+
+R = TypeVar("R")
 
 TITLE_MAX_LENGTH = 300
 AUTHOR_MAX_LENGTH = 200
@@ -235,3 +239,24 @@ def _cut_at_word(cut: str, max_length: int) -> str:
     if space > max_length * 0.8:
         cut = cut[:space]
     return cut.rstrip()
+
+
+class BadRow(Exception):
+    """One upstream row is unusable; it is dropped and counted, the rest is kept."""
+
+
+def collect_rows(rows: Iterable[R], parse_row: Callable[[R, str], NormalizedArticle], source_id: str) -> Parsed:
+    """Parse every row, dropping (and counting) bad ones; a repeated article id is kept
+    once and not counted as bad (feeds repeat items; a batch upsert must not)."""
+    parsed = Parsed()
+    seen: set[str] = set()
+    for row in rows:
+        try:
+            article = parse_row(row, source_id)
+        except BadRow:
+            parsed.dropped += 1
+            continue
+        if article.id not in seen:
+            seen.add(article.id)
+            parsed.articles.append(article)
+    return parsed
