@@ -30,9 +30,13 @@ run: install
 test: install
 	$(BIN)/python -m pytest
 
-## Benchmarks: ratios measured side by side in one run.
+## Benchmarks: ratios measured side by side in one run. BENCH_ARGS=--quick for a smoke run.
 bench: install
-	$(BIN)/python -m tests.bench.bench_upstream
+	@status=0; \
+	$(BIN)/python -m tests.bench.bench_upstream $(BENCH_ARGS) || status=1; \
+	$(BIN)/python -m tests.bench.bench_feed_lag || status=1; \
+	$(BIN)/python -m tests.bench.bench_resilience $(BENCH_ARGS) || status=1; \
+	exit $$status
 
 ## Regenerate schema.graphql from the code.
 schema: install

@@ -28,6 +28,9 @@ async def test_first_query_returns_articles_from_the_demo_upstream(
     assert len(nodes) == 5
     assert all(n["title"] and n["url"].startswith("http") for n in nodes)
     assert demo.control.count("newsapi.top-headlines") == 2  # one call per source
+    # the source URL's own query (?sources=...) survives the gateway's pageSize
+    assert demo.control.count("newsapi.top-headlines:bbc-news") == 1
+    assert demo.control.count("newsapi.top-headlines:reuters") == 1
 
 
 async def test_second_query_within_ttl_is_served_from_cache(
