@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-upstream", help="run the offline demo upstream (NewsAPI, feeds, HN)")
     demo.add_argument("--host", default=DEFAULT_HOST)
     demo.add_argument("--port", type=int, default=9100)
+    demo.add_argument("--access-log", action="store_true", help="log every request")
 
     check = sub.add_parser("check-sources", help="validate a sources file and exit")
     check.add_argument("file")
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo-upstream":
             from gateway.demo.server import run
 
-            run(args.host, args.port)
+            run(args.host, args.port, access_log=args.access_log)
             return 0
         if args.command == "check-sources":
             settings = Settings.from_env(sources_file=args.file)
@@ -74,6 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.store.embedded import EmbeddedPostgres
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs initdb's whole output at INFO
     if args.sources:
         os.environ["GATEWAY_SOURCES"] = args.sources
     settings = Settings.from_env()  # validate here, once, with a clean error

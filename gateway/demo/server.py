@@ -614,11 +614,21 @@ class _DemoUvicornServer(uvicorn.Server):
         await super().shutdown(sockets=sockets)
 
 
-def run(host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, anchor: datetime | None = None) -> None:
-    """Serve the demo upstream in the foreground (the ``gateway demo-upstream`` command)."""
+def run(
+    host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, anchor: datetime | None = None, access_log: bool = False
+) -> None:
+    """Serve the demo upstream in the foreground (the ``gateway demo-upstream`` command).
+    Access logs are off by default: under ``make run`` they would drown the gateway's."""
     app = create_demo_app(anchor=anchor)
     control: DemoControl = app.state.demo
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S))
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=access_log,
+        timeout_graceful_shutdown=int(SHUTDOWN_GRACE_S),
+    )
     # uvicorn.Config has configured uvicorn's loggers by now; ours may have no handler.
     logging.getLogger("uvicorn.error").info(
         "demo upstream: data anchored at %s; controls at /_demo/stats and /_demo/faults", control.anchor.isoformat()
