@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gateway.errors import SourceError
 from gateway.settings import SourceConfig
-from gateway.sources.base import NormalizedArticle
+from gateway.sources.base import NormalizedArticle, SortKey
 
 
 class SourceStatus(enum.Enum):
@@ -27,7 +28,9 @@ class SourceStatus(enum.Enum):
 class SourceOutcome:
     source: SourceConfig
     status: SourceStatus
-    articles: tuple[NormalizedArticle, ...] = ()
+    articles: tuple[NormalizedArticle, ...] = ()  # newest first
+    sort_keys: tuple[SortKey, ...] = ()  # newest_first_key of each article
+    key_by_id: Mapping[str, SortKey] = field(default_factory=dict)
     error: SourceError | None = None
     latency_ms: int | None = None
     age_s: int | None = None

@@ -28,7 +28,7 @@ import socket
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -54,7 +54,13 @@ from gateway.resilience.deadline import Deadline
 from gateway.resilience.singleflight import SingleFlight
 from gateway.settings import Settings, SourceConfig
 from gateway.sources import ADAPTERS, Adapter, Validators, hn_url, parse_articles
-from gateway.sources.base import HNItem, NormalizedArticle, Parsed
+from gateway.sources.base import (
+    HNItem,
+    NormalizedArticle,
+    Parsed,
+    SortKey,
+    newest_first_key,
+)
 from gateway.store import articles as article_queries
 from gateway.store import cache as cache_queries
 from gateway.store import leases as lease_queries
@@ -78,12 +84,24 @@ PEER_POLL_S = 0.25  # how often a process waiting on another's refresh re-checks
 
 @dataclass(frozen=True, slots=True)
 class CachedFeed:
-    """One cached upstream answer, normalised."""
+    """One cached upstream answer, normalised, newest first. Sorted once here, with
+    the sort keys kept, so a request merges pre-sorted lists lazily instead of
+    sorting everything every time."""
 
     articles: tuple[NormalizedArticle, ...]
+    sort_keys: tuple[SortKey, ...]
+    key_by_id: Mapping[str, SortKey]
     dropped: int
     fetched_at: datetime
     validators: Validators
+
+    @classmethod
+    def build(
+        cls, articles: Iterable[NormalizedArticle], dropped: int, fetched_at: datetime, validators: Validators
+    ) -> CachedFeed:
+        keyed = sorted((newest_first_key(a), a) for a in dict((a.id, a) for a in articles).values())
+        keys = tuple(k for k, _ in keyed)
+        return cls(tuple(a for _, a in keyed), keys, {k[2]: k for k in keys}, dropped, fetched_at, validators)
 
     def to_payload(self) -> dict[str, Any]:
         return {"articles": [a.to_json() for a in self.articles], "dropped": self.dropped}
@@ -91,11 +109,11 @@ class CachedFeed:
     @classmethod
     def from_row(cls, row: cache_queries.CacheRow) -> CachedFeed:
         payload = row.payload
-        return cls(
-            articles=tuple(NormalizedArticle.from_json(a) for a in payload.get("articles", ())),
-            dropped=int(payload.get("dropped", 0)),
-            fetched_at=row.fetched_at,
-            validators=Validators(row.etag, row.last_modified),
+        return cls.build(
+            (NormalizedArticle.from_json(a) for a in payload.get("articles", ())),
+            int(payload.get("dropped", 0)),
+            row.fetched_at,
+            Validators(row.etag, row.last_modified),
         )
 
 
@@ -377,6 +395,8 @@ class SourceService:
             source,
             status,
             articles=entry.articles,
+            sort_keys=entry.sort_keys,
+            key_by_id=entry.key_by_id,
             latency_ms=_ms_since(started),
             age_s=int(self._age(entry)),
             dropped=entry.dropped,
@@ -450,7 +470,7 @@ class SourceService:
                     await lease_queries.notify(conn, source.id, key)
 
         else:
-            fresh = CachedFeed(tuple(result.articles), result.dropped, now, result.validators)
+            fresh = CachedFeed.build(result.articles, result.dropped, now, result.validators)
             stats.dropped_rows += result.dropped
             row = cache_queries.CacheRow(
                 source.id, key, fresh.to_payload(), now, fresh.validators.etag, fresh.validators.last_modified

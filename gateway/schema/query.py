@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from datetime import datetime, timezone
 from typing import Annotated
 
@@ -14,11 +12,11 @@ from gateway import __version__
 from gateway.errors import BadUserInput, CriticalSourceFailed, DatabaseUnavailable
 from gateway.loaders import FeedKey
 from gateway.outcomes import SourceOutcome
+from gateway.paging import Stream, decode_cursor, merge_page
 from gateway.resilience.breaker import BreakerState as DomainBreakerState
 from gateway.schema.types import (
     Article,
     ArticleConnection,
-    ArticleEdge,
     Breaker,
     BreakerState,
     DependencyHealth,
@@ -26,54 +24,15 @@ from gateway.schema.types import (
     Health,
     HealthStatus,
     Info,
-    PageInfo,
     Source,
     SourceError,
     SourceHealth,
-    SourceResult,
-    SourceStatus,
     check_first,
 )
 from gateway.settings import SourceConfig
-from gateway.sources.base import NormalizedArticle, newest_first_key
 
 MAX_SEARCH_LENGTH = 200
 MAX_SOURCES_ARG = 50
-
-
-def encode_cursor(article: NormalizedArticle) -> str:
-    stamp = article.published_at.isoformat() if article.published_at else ""
-    return base64.urlsafe_b64encode(f"v1|{stamp}|{article.id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[bool, float, str]:
-    """The sort key a cursor stands for; a cursor survives its article leaving the cache."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        version, stamp, article_id = raw.split("|", 2)
-        if version != "v1" or not article_id:
-            raise ValueError(version)
-        if not stamp:
-            return (True, 0.0, article_id)
-        return (False, -datetime.fromisoformat(stamp).timestamp(), article_id)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise BadUserInput("`after` is not a cursor issued by this API") from None
-
-
-def _matches(article: NormalizedArticle, needle: str) -> bool:
-    return needle in article.title.lower() or (article.summary is not None and needle in article.summary.lower())
-
-
-def _source_result(outcome: SourceOutcome) -> SourceResult:
-    err = outcome.error
-    return SourceResult(
-        source=Source.of(outcome.source),
-        status=SourceStatus(outcome.status.value),
-        error=SourceError(code=err.code, message=err.message) if err else None,
-        latency_ms=outcome.latency_ms,
-        age_seconds=outcome.age_s,
-        dropped_items=outcome.dropped,
-    )
 
 
 def _selected_sources(info: Info, ids: list[strawberry.ID] | None) -> list[SourceConfig]:
@@ -138,28 +97,12 @@ class Query:
                 raise CriticalSourceFailed(f"critical source {outcome.source.id!r} has no data ({code})")
 
         needle = search.lower() if search else None
-        merged: dict[str, NormalizedArticle] = {}
-        for outcome, key in zip(outcomes, keys, strict=True):
-            local_filter = needle is not None and key.search is None
-            for article in outcome.articles:
-                if article.id in merged:
-                    continue  # the same URL from two sources is one article
-                if since is not None and (article.published_at is None or article.published_at < since):
-                    continue
-                if local_filter and not _matches(article, needle):  # type: ignore[arg-type]
-                    continue
-                merged[article.id] = article
-        ordered = sorted(merged.values(), key=newest_first_key)
-        if after_key is not None:
-            ordered = [a for a in ordered if newest_first_key(a) > after_key]
-        page = ordered[:first]
-        edges = [ArticleEdge(cursor=encode_cursor(a), node=a) for a in page]  # type: ignore[arg-type]
-        return ArticleConnection(
-            edges=edges,
-            nodes=page,  # type: ignore[arg-type]
-            page_info=PageInfo(has_next_page=len(ordered) > first, end_cursor=edges[-1].cursor if edges else None),
-            sources=[_source_result(o) for o in outcomes],
-        )
+        streams = [
+            Stream(o.articles, o.sort_keys, o.key_by_id, needle if key.search is None else None)
+            for o, key in zip(outcomes, keys, strict=True)
+        ]
+        page, has_next = merge_page(streams, first=first, after=after_key, since=since)
+        return ArticleConnection(page=page, has_next=has_next, outcomes=outcomes)
 
     @strawberry.field(description="One article by id: any article the gateway has seen. Null if unknown.")
     async def article(

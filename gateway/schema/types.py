@@ -16,9 +16,11 @@ import strawberry
 
 from gateway.context import GatewayContext
 from gateway.errors import BadUserInput
+from gateway.outcomes import SourceOutcome
+from gateway.paging import encode_cursor
 from gateway.resilience.breaker import BreakerState as DomainBreakerState
 from gateway.settings import MAX_FIRST, SourceConfig
-from gateway.sources.base import HNItem, NormalizedArticle, newest_first_key
+from gateway.sources.base import HNItem, NormalizedArticle
 
 Info = strawberry.Info[GatewayContext, None]
 
@@ -116,7 +118,7 @@ class Source:
 
         check_first(first)
         outcome = await info.context.loaders.feeds.load(FeedKey(self.config.id, None))
-        return sorted(outcome.articles, key=newest_first_key)[:first]  # type: ignore[return-value]
+        return list(outcome.articles[:first])  # type: ignore[arg-type]  # cached newest first
 
 
 def source_of(info: Info, source_id: str) -> Source:
@@ -204,13 +206,43 @@ class SourceResult:
         description="Items of the upstream's answer dropped as unusable (no title, no URL, a bad date, wrong types)."
     )
 
+    @classmethod
+    def of(cls, outcome: SourceOutcome) -> SourceResult:
+        err = outcome.error
+        return cls(
+            source=Source.of(outcome.source),
+            status=SourceStatus(outcome.status.value),
+            error=SourceError(code=err.code, message=err.message) if err else None,
+            latency_ms=outcome.latency_ms,
+            age_seconds=outcome.age_s,
+            dropped_items=outcome.dropped,
+        )
+
 
 @strawberry.type(description="A page of articles, newest first, plus how each source fared.")
 class ArticleConnection:
-    edges: list[ArticleEdge] = strawberry.field(description="Articles with their cursors.")
-    nodes: list[Article] = strawberry.field(description="The same articles, without cursors.")
-    page_info: PageInfo = strawberry.field(description="Pagination.")
-    sources: list[SourceResult] = strawberry.field(description="One entry per source asked, with its status.")
+    # Built once per request; each field is computed only if the query asks for it.
+    page: strawberry.Private[list[NormalizedArticle]]
+    has_next: strawberry.Private[bool]
+    outcomes: strawberry.Private[list[SourceOutcome]]
+
+    @strawberry.field(description="Articles with their cursors.")
+    def edges(self) -> list[ArticleEdge]:
+        return [ArticleEdge(cursor=encode_cursor(a), node=a) for a in self.page]  # type: ignore[arg-type]
+
+    @strawberry.field(description="The same articles, without cursors.")
+    def nodes(self) -> list[Article]:
+        return self.page  # type: ignore[return-value]
+
+    @strawberry.field(description="Pagination.")
+    def page_info(self) -> PageInfo:
+        return PageInfo(
+            has_next_page=self.has_next, end_cursor=encode_cursor(self.page[-1]) if self.page else None
+        )
+
+    @strawberry.field(description="One entry per source asked, with its status.")
+    def sources(self) -> list[SourceResult]:
+        return [SourceResult.of(o) for o in self.outcomes]
 
 
 @strawberry.type(description="Health of a dependency.")

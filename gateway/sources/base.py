@@ -128,7 +128,10 @@ def utc(dt: datetime) -> datetime:
     return dt.astimezone(timezone.utc)
 
 
-def newest_first_key(article: NormalizedArticle) -> tuple[bool, float, str]:
+SortKey = tuple[bool, float, str]
+
+
+def newest_first_key(article: NormalizedArticle) -> SortKey:
     """Sort key: newest first, undated last, then by id (stable across sources and calls)."""
     if article.published_at is None:
         return (True, 0.0, article.id)
