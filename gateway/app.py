@@ -11,7 +11,7 @@ import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -20,6 +20,7 @@ from strawberry.types import ExecutionResult
 
 from gateway.context import GatewayContext, build_context
 from gateway.errors import GatewayError
+from gateway.graphiql import graphiql_html, graphiql_routes
 from gateway.resilience.clock import Clock
 from gateway.schema import build_schema
 from gateway.schema.errors import classify
@@ -38,6 +39,10 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
+
+    async def render_graphql_ide(self, request: Request) -> HTMLResponse:
+        # strawberry's page with its unpkg assets served from gateway/static/graphiql
+        return HTMLResponse(graphiql_html())
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         # Errors raised before execution (e.g. syntax errors caught in the parser
@@ -88,6 +93,7 @@ def create_app(
             Route("/", root),
             Route("/livez", livez),
             Route("/graphql", graphql_app, methods=["GET", "POST"]),
+            *graphiql_routes(),
         ],
         lifespan=lifespan,
     )
