@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -79,6 +80,10 @@ def _serve(args: argparse.Namespace) -> int:
     if args.sources:
         os.environ["GATEWAY_SOURCES"] = args.sources
     settings = Settings.from_env()  # validate here, once, with a clean error
+
+    # uvicorn re-raises the SIGTERM it handled once it has shut down; with the default
+    # action the process would die before the embedded Postgres is stopped below.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     # One embedded Postgres for all workers, owned by this (parent) process.
     embedded: EmbeddedPostgres | None = None

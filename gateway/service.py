@@ -183,10 +183,12 @@ class Parser:
             self._pool = None  # a worker died (OOM?): start a fresh pool next time
             raise BadPayload("the parser process died on this payload") from None
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """Stop the worker process and wait for it (in a thread), so its semaphores and
+        pipes are released rather than reported as leaked at exit."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+            pool, self._pool = self._pool, None
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
 
 
 def _warm_up() -> None:
@@ -342,7 +344,7 @@ class SourceService:
     async def aclose(self) -> None:
         await self._flights.aclose()
         await self._item_flights.aclose()
-        self.parser.close()
+        await self.parser.aclose()
 
     # -- articles ---------------------------------------------------------------
     def adapter(self, source: SourceConfig) -> Adapter:
