@@ -28,7 +28,7 @@ import socket
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -80,6 +80,8 @@ RETRY_BUDGET_RATIO = 0.2  # retries may add at most 20% to a source's calls ...
 RETRY_BUDGET_WINDOW_S = 60.0  # ... over this window
 LEASE_MARGIN_S = 1.0  # a lease outlives its holder's budget by this much, then expires
 PEER_POLL_S = 0.25  # how often a process waiting on another's refresh re-checks
+LEASE_WAIT_S = 0.5  # longest wait for the database to grant or refuse a lease
+DB_READ_TIMEOUT_S = 1.0  # longest wait for a cache read before going upstream
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +333,9 @@ class SourceService:
     retry_budgets: dict[str, RetryBudget] = field(default_factory=dict)
     _memory: LRU[tuple[str, str], CachedFeed] = field(init=False)
     _items: LRU[tuple[str, int], _CachedItem] = field(init=False)
-    _flights: SingleFlight[CachedFeed] = field(default_factory=SingleFlight)
+    _flights: SingleFlight[CachedFeed] = field(default_factory=SingleFlight)  # refreshes
+    _resolves: SingleFlight[tuple[SourceStatus, CachedFeed]] = field(default_factory=SingleFlight)
+    _tasks: set[asyncio.Future[None]] = field(default_factory=set)  # write-behind
     _item_flights: SingleFlight[HNItem | None] = field(default_factory=SingleFlight)
 
     def __post_init__(self) -> None:
@@ -342,7 +346,9 @@ class SourceService:
             self.retry_budgets.setdefault(s.id, RetryBudget(self.clock))
 
     async def aclose(self) -> None:
+        await self._resolves.aclose()
         await self._flights.aclose()
+        await self.drain(timeout_s=5)  # let pending cache writes land
         await self._item_flights.aclose()
         await self.parser.aclose()
 
@@ -356,22 +362,23 @@ class SourceService:
         adapter = self.adapter(source)
         key = adapter.request_key(search)
         started = time.perf_counter()
-        entry = await self._lookup(source, key, deadline)
-        age = self._age(entry) if entry else None
-        if entry is not None and age is not None:
+        fkey = (source.id, key)
+        entry = self._memory.get(fkey)
+        if entry is not None:
+            age = self._age(entry)
             if age < source.ttl_s:
                 return self._outcome(source, SourceStatus.CACHED, entry, started)
-            if age < source.ttl_s * 2 and age <= source.max_stale_s:
-                # stale-while-revalidate: answer now, refresh once in the background
-                self._flights.start((source.id, key), partial(self._refresh, source, adapter, key, search, entry))
-                return self._outcome(source, SourceStatus.STALE, entry, started)
+            if self._flights.in_flight(fkey) and self._revalidating(source, age):
+                return self._outcome(source, SourceStatus.STALE, entry, started)  # a refresh is on its way
 
-        task = self._flights.start((source.id, key), partial(self._refresh, source, adapter, key, search, entry))
+        # Everything slower goes through one task per key, shared by every request
+        # that wants the key meanwhile: one cache read, at most one refresh.
+        task = self._resolves.start(fkey, partial(self._resolve, source, adapter, key, search))
         status: SourceStatus
         error: SourceError
         try:
             async with asyncio.timeout(deadline.remaining()):
-                fresh = await asyncio.shield(task)
+                status, feed = await asyncio.shield(task)
         except TimeoutError:
             status, error = SourceStatus.TIMEOUT, DeadlineExceeded(f"{source.id}: no answer before the request deadline")
         except (UpstreamTimeout, DeadlineExceeded) as exc:
@@ -381,13 +388,19 @@ class SourceService:
         except SourceError as exc:
             status, error = SourceStatus.FAILED, exc
         else:
-            return self._outcome(source, SourceStatus.FRESH, fresh, started)
+            return self._outcome(source, status, feed, started)
 
-        if entry is not None and age is not None and age <= source.max_stale_s:
+        # stale-if-error: the resolve left any copy it found in memory
+        entry = self._memory.get(fkey)
+        if entry is not None and self._age(entry) <= source.max_stale_s:
             outcome = self._outcome(source, SourceStatus.STALE, entry, started)
             outcome.error = error
             return outcome
         return SourceOutcome(source, status, error=error, latency_ms=_ms_since(started))
+
+    def _revalidating(self, source: SourceConfig, age: float) -> bool:
+        """Within the stale-while-revalidate window (one TTL past expiry)."""
+        return age < source.ttl_s * 2 and age <= source.max_stale_s
 
     def _age(self, entry: CachedFeed) -> float:
         return max(0.0, (self.clock.now() - entry.fetched_at).total_seconds())
@@ -404,26 +417,38 @@ class SourceService:
             dropped=entry.dropped,
         )
 
-    async def _lookup(self, source: SourceConfig, key: str, deadline: Deadline) -> CachedFeed | None:
-        entry = self._memory.get((source.id, key))
-        if entry is not None and self._age(entry) < source.ttl_s:
-            return entry
+    async def _resolve(
+        self, source: SourceConfig, adapter: Adapter, key: str, search: str | None
+    ) -> tuple[SourceStatus, CachedFeed]:
+        fkey = (source.id, key)
+        entry = self._memory.get(fkey)
         # Missing or expired here; another worker or replica may have refreshed it.
-        if self.db is None or not self.db.available or self._flights.in_flight((source.id, key)):
-            return entry
+        stored = await self._read_cache(source, key)
+        if stored is not None and (entry is None or stored.fetched_at > entry.fetched_at):
+            self._memory.put(fkey, stored)
+            entry = stored
+        if entry is not None:
+            age = self._age(entry)
+            if age < source.ttl_s:
+                return SourceStatus.CACHED, entry
+            if self._revalidating(source, age):
+                # stale-while-revalidate: answer now, refresh once in the background
+                self._flights.start(fkey, partial(self._refresh, source, adapter, key, search, entry))
+                return SourceStatus.STALE, entry
+        return SourceStatus.FRESH, await self._flights.do(
+            fkey, partial(self._refresh, source, adapter, key, search, entry)
+        )
+
+    async def _read_cache(self, source: SourceConfig, key: str) -> CachedFeed | None:
+        if self.db is None or not self.db.available:
+            return None
         try:
             row = await self.db.run(
-                lambda conn: cache_queries.get(conn, source.id, key), timeout_s=max(deadline.remaining(), 0.001)
+                lambda conn: cache_queries.get(conn, source.id, key), timeout_s=DB_READ_TIMEOUT_S
             )
         except DatabaseUnavailable:
-            return entry
-        if row is None:
-            return entry
-        stored = CachedFeed.from_row(row)
-        if entry is None or stored.fetched_at > entry.fetched_at:
-            self._memory.put((source.id, key), stored)
-            return stored
-        return entry
+            return None
+        return CachedFeed.from_row(row) if row is not None else None
 
     async def _refresh(
         self, source: SourceConfig, adapter: Adapter, key: str, search: str | None, entry: CachedFeed | None
@@ -440,10 +465,11 @@ class SourceService:
             if leased is False:
                 raise DeadlineExceeded(f"{source.id}: another worker is still refreshing this source")
         try:
-            return await self._fetch_and_store(source, adapter, key, search, entry, budget)
-        finally:
+            return await self._fetch_and_store(source, adapter, key, search, entry, budget, leased=bool(leased))
+        except BaseException:
             if leased:
-                await self._db_quietly(lambda conn: lease_queries.release(conn, source.id, key, self.holder_id))
+                self._background(self._release_lease(source.id, key))
+            raise
 
     async def _fetch_and_store(
         self,
@@ -453,6 +479,8 @@ class SourceService:
         search: str | None,
         entry: CachedFeed | None,
         budget: Deadline,
+        *,
+        leased: bool,
     ) -> CachedFeed:
         stats = self.stats[source.id]
         io = _SourceIO(self, source, budget)
@@ -484,10 +512,33 @@ class SourceService:
                     await article_queries.upsert(conn, fresh.articles)
                     await lease_queries.notify(conn, source.id, key)
 
-        await self._db_quietly(write)
         self._memory.put((source.id, key), fresh)
         stats.last_success_at = now
+        # Write-behind: waiters here have their answer now; the row (and the NOTIFY
+        # that other processes wait for) follows a moment later.
+        self._background(self._db_quietly(write), release=(source.id, key) if leased else None)
         return fresh
+
+    async def drain(self, *, timeout_s: float) -> None:
+        """Wait (bounded) for pending write-behind work: read-your-writes for callers
+        about to query Postgres for what was just fetched."""
+        if self._tasks and timeout_s > 0:
+            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+
+    def _background(self, coro: Coroutine[Any, Any, None], *, release: tuple[str, str] | None = None) -> None:
+        async def run() -> None:
+            try:
+                await coro
+            finally:
+                if release is not None:
+                    await self._release_lease(*release)
+
+        task = asyncio.ensure_future(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _release_lease(self, source_id: str, key: str) -> None:
+        await self._db_quietly(lambda conn: lease_queries.release(conn, source_id, key, self.holder_id))
 
     async def _try_lease(self, source: SourceConfig, key: str, budget: Deadline) -> bool | None:
         """True: ours. False: another process holds it. None: no database to coordinate
@@ -499,7 +550,9 @@ class SourceService:
                 lambda conn: lease_queries.try_acquire(
                     conn, source.id, key, self.holder_id, budget.remaining() + LEASE_MARGIN_S
                 ),
-                timeout_s=max(budget.remaining(), 0.001),
+                # A busy pool must not eat the refresh's budget: without a lease in
+                # time we refresh anyway (at worst one duplicate call).
+                timeout_s=min(LEASE_WAIT_S, max(budget.remaining(), 0.001)),
             )
         except DatabaseUnavailable:
             return None
@@ -621,6 +674,7 @@ class SourceService:
     async def articles_by_id(self, ids: Sequence[str], deadline: Deadline) -> dict[str, NormalizedArticle]:
         if self.db is None:
             return {}
+        await self.drain(timeout_s=deadline.remaining())
         return await self.db.run(
             lambda conn: article_queries.get_many(conn, ids), timeout_s=max(deadline.remaining(), 0.001)
         )
