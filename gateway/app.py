@@ -18,6 +18,7 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
+from gateway.coalesce import ARRIVED_KEY, CoalesceIdentical
 from gateway.context import GatewayContext, build_context
 from gateway.errors import GatewayError
 from gateway.graphiql import graphiql_html, graphiql_routes
@@ -35,7 +36,9 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> GatewayContext:
         services: Services = request.state.services
-        return build_context(services, request_id=request.headers.get("x-request-id"))
+        return build_context(
+            services, request_id=request.headers.get("x-request-id"), arrived=request.scope.get(ARRIVED_KEY)
+        )
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
@@ -92,7 +95,7 @@ def create_app(
         routes=[
             Route("/", root),
             Route("/livez", livez),
-            Route("/graphql", graphql_app, methods=["GET", "POST"]),
+            Route("/graphql", CoalesceIdentical(graphql_app), methods=["GET", "POST"]),
             *graphiql_routes(),
         ],
         lifespan=lifespan,

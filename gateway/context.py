@@ -21,8 +21,11 @@ class GatewayContext:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-def build_context(services: Services, *, request_id: str | None = None) -> GatewayContext:
-    deadline = Deadline.after(services.settings.request_deadline_ms / 1000)
+def build_context(services: Services, *, request_id: str | None = None, arrived: float | None = None) -> GatewayContext:
+    """``arrived`` (monotonic) starts the deadline when the request reached us, not
+    when the GraphQL layer got to it: time queued counts too."""
+    budget_s = services.settings.request_deadline_ms / 1000
+    deadline = Deadline(arrived + budget_s) if arrived is not None else Deadline.after(budget_s)
     ctx = GatewayContext(services, Loaders.create(services.source_service, deadline), deadline)
     if request_id:
         ctx.request_id = request_id

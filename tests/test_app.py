@@ -146,3 +146,31 @@ async def test_wrong_content_type_and_broken_json_are_4xx(gateway: RunningGatewa
     assert 400 <= resp.status_code < 500
     resp = await gateway.client.post("/graphql", content=b'{"query": ', headers={"Content-Type": "application/json"})
     assert resp.status_code == 400
+
+
+async def test_identical_concurrent_requests_share_one_execution(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    import asyncio
+
+    from gateway.coalesce import CoalesceIdentical
+
+    demo.control.set_fault("*", latency_ms=200)
+    app = create_app(make_settings(sources_of(demo.url, *NEWSAPI_ONLY)))
+    coalescer = next(r.app for r in app.routes if getattr(r, "path", None) == "/graphql")
+    assert isinstance(coalescer, CoalesceIdentical)
+    async with RunningGateway(app) as gw:
+        query = "{ articles(first: 3) { nodes { id } sources { status } } }"
+        same = await asyncio.gather(*(gw.post(query) for _ in range(30)))
+        assert {r.status_code for r in same} == {200}
+        assert len({r.content for r in same}) == 1
+        assert coalescer.executions == 1
+        other = await asyncio.gather(gw.post("{ sources { id } }"), gw.post(query, {"x": 1}))
+        assert all(r.status_code == 200 for r in other)
+        assert coalescer.executions == 3  # different bodies are not shared
+
+
+async def test_oversized_bodies_are_refused(gateway: RunningGateway) -> None:
+    resp = await gateway.client.post("/graphql", json={"query": "{ sources { id } }", "pad": "x" * 2_000_000})
+    assert resp.status_code == 413
+    assert resp.json()["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
