@@ -397,8 +397,7 @@ def test_rss2_feed() -> None:
     assert enclosure.published_at is None
 
 
-def test_rss1_rdf_feed() -> None:
-    body = b"""<?xml version="1.0" encoding="utf-8"?>
+RSS1_RDF_FEED = b"""<?xml version="1.0" encoding="utf-8"?>
 <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"
          xmlns="http://purl.org/rss/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/">
   <channel rdf:about="https://example.org/">
@@ -411,7 +410,10 @@ def test_rss1_rdf_feed() -> None:
   </item>
   <item rdf:about="https://example.org/2"><title></title><link>https://example.org/2</link></item>
 </rdf:RDF>"""
-    parsed = parse_feed(body, "rdf")
+
+
+def test_rss1_rdf_feed() -> None:
+    parsed = parse_feed(RSS1_RDF_FEED, "rdf")
     assert parsed.dropped == 1
     (one,) = parsed.articles
     assert (one.title, one.url, one.author) == ("One", "https://example.org/1", "Ann")
@@ -419,8 +421,7 @@ def test_rss1_rdf_feed() -> None:
     assert one.published_at == datetime(2024, 3, 1, 9, tzinfo=UTC)
 
 
-def test_atom_feed() -> None:
-    body = b"""<?xml version="1.0" encoding="utf-8"?>
+ATOM_FEED = b"""<?xml version="1.0" encoding="utf-8"?>
 <feed xmlns="http://www.w3.org/2005/Atom">
   <title>Atom news</title><id>urn:uuid:feed</id><updated>2024-01-03T00:00:00Z</updated>
   <entry>
@@ -441,7 +442,10 @@ def test_atom_feed() -> None:
     <title>No link at all</title><id>tag:example.net,2024:3</id><updated>2024-01-02T00:00:00Z</updated>
   </entry>
 </feed>"""
-    parsed = parse_feed(body, "atom")
+
+
+def test_atom_feed() -> None:
+    parsed = parse_feed(ATOM_FEED, "atom")
     assert parsed.dropped == 1
     hello, by_id = parsed.articles
     assert hello.title == "Hello World"
@@ -454,8 +458,7 @@ def test_atom_feed() -> None:
     assert by_id.summary == "<p>x <b>y</b></p>"
 
 
-def test_feed_malformed_rows_are_dropped_and_counted() -> None:
-    items = """
+MALFORMED_RSS_ITEMS = """
     <item><link>https://example.com/no-title</link></item>
     <item><title>   </title><link>https://example.com/blank-title</link></item>
     <item><title>No link</title></item>
@@ -467,16 +470,21 @@ def test_feed_malformed_rows_are_dropped_and_counted() -> None:
     <item><title>Good</title><link>https://example.com/good</link><pubDate>Tue, 10 Jun 2003 04:00:00 +0200</pubDate></item>
     <item><title>Good again</title><link>https://example.com/good#dup</link></item>
     """
-    parsed = parse_feed(_rss(items), "feed")
+
+
+def test_feed_malformed_rows_are_dropped_and_counted() -> None:
+    parsed = parse_feed(_rss(MALFORMED_RSS_ITEMS), "feed")
     assert parsed.dropped == 8
     assert [a.title for a in parsed.articles] == ["Good"]  # the duplicate collapses
     assert parsed.articles[0].published_at == datetime(2003, 6, 10, 2, tzinfo=UTC)
 
 
+UNDEFINED_ENTITY_RSS = _rss("<item><title>a&nbsp;b</title><link>https://example.com/?a=1&b=2</link></item>")
+
+
 def test_feed_with_harmless_xml_errors_is_used() -> None:
     # An undefined entity fails strict XML; feedparser's lenient parser reads it fine.
-    body = _rss("<item><title>a&nbsp;b</title><link>https://example.com/?a=1&b=2</link></item>")
-    parsed = parse_feed(body, "feed")
+    parsed = parse_feed(UNDEFINED_ENTITY_RSS, "feed")
     assert [(a.title, a.url) for a in parsed.articles] == [("a b", "https://example.com/?a=1&b=2")]  # nbsp collapses
 
 
@@ -484,29 +492,34 @@ def test_empty_but_valid_feed_is_not_an_error() -> None:
     assert parse_feed(_rss(""), "feed") == Parsed()
 
 
-@pytest.mark.parametrize("cut", [60, 300, 700, 1200, -40, -12, -3])
+TRUNCATION_CUTS = (60, 300, 700, 1200, -40, -12, -3)
+
+
+@pytest.mark.parametrize("cut", TRUNCATION_CUTS)
 def test_truncated_feed_is_bad_payload(cut: int) -> None:
     body = _rss(RSS2_ITEMS)
     with pytest.raises(BadPayload, match="truncated|not an RSS"):
         parse_feed(body[:cut], "feed")
 
 
+TRUNCATED_ATOM = b'<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title><entry><title>x</title>'
+
+
 def test_truncated_atom_is_bad_payload() -> None:
-    body = b'<feed xmlns="http://www.w3.org/2005/Atom"><title>t</title><entry><title>x</title>'
     with pytest.raises(BadPayload, match="truncated"):
-        parse_feed(body, "feed")
+        parse_feed(TRUNCATED_ATOM, "feed")
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"<!DOCTYPE html><html><head><title>Login</title></head><body><p>Please sign in</p></body></html>",
-        bytes(range(256)) * 8,
-        b"",
-        b'{"status": "ok"}',
-        b"https://example.com/feed.xml",  # must never be fetched
-    ],
+NON_FEED_BODIES = (
+    b"<!DOCTYPE html><html><head><title>Login</title></head><body><p>Please sign in</p></body></html>",
+    bytes(range(256)) * 8,
+    b"",
+    b'{"status": "ok"}',
+    b"https://example.com/feed.xml",  # must never be fetched
 )
+
+
+@pytest.mark.parametrize("body", NON_FEED_BODIES)
 def test_non_feed_is_bad_payload(body: bytes) -> None:
     with pytest.raises(BadPayload, match="not an RSS or Atom feed"):
         parse_feed(body, "feed")
