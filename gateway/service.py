@@ -61,6 +61,7 @@ from gateway.sources.base import (
     SortKey,
     newest_first_key,
 )
+from gateway.sources.hackernews import parse_item
 from gateway.store import articles as article_queries
 from gateway.store import cache as cache_queries
 from gateway.store import leases as lease_queries
@@ -195,8 +196,7 @@ class Parser:
 
 def _warm_up() -> None:
     """Import the parsers in the worker process ahead of the first payload."""
-    import gateway.sources.feed  # noqa: F401
-    import gateway.sources.newsapi  # noqa: F401
+    import gateway.sources  # noqa: F401
 
 
 class RetryBudget:
@@ -661,8 +661,6 @@ class SourceService:
         return out
 
     async def _fetch_item(self, source: SourceConfig, item_id: int, io: _SourceIO) -> HNItem | None:
-        from gateway.sources.hackernews import parse_item
-
         async def parse(resp: UpstreamResponse) -> HNItem | None:
             return parse_item(resp.content)
 
