@@ -311,6 +311,13 @@ class _SourceIO:
         return {i: r for i, r in results.items() if not isinstance(r, BaseException)}
 
 
+class _Unknown:
+    """No lease bid made yet (distinct from None: no database to bid with)."""
+
+
+_UNKNOWN = _Unknown()
+
+
 @dataclass(frozen=True, slots=True)
 class _CachedItem:
     item: HNItem | None  # None: the upstream says there is no such item
@@ -423,21 +430,40 @@ class SourceService:
         fkey = (source.id, key)
         entry = self._memory.get(fkey)
         # Missing or expired here; another worker or replica may have refreshed it.
-        stored = await self._read_cache(source, key)
+        # Cold (nothing in memory): read and bid for the refresh lease in one go.
+        lease: bool | None | _Unknown = _UNKNOWN
+        if entry is None:
+            stored, lease = await self._read_cache_and_lease(source, key)
+        else:
+            stored = await self._read_cache(source, key)
         if stored is not None and (entry is None or stored.fetched_at > entry.fetched_at):
             self._memory.put(fkey, stored)
             entry = stored
+        refresh = partial(self._refresh, source, adapter, key, search, entry, lease=lease)
         if entry is not None:
             age = self._age(entry)
             if age < source.ttl_s:
+                if lease is True:  # another process refreshed it just now: not needed after all
+                    self._background(self._release_lease(source.id, key))
                 return SourceStatus.CACHED, entry
             if self._revalidating(source, age):
                 # stale-while-revalidate: answer now, refresh once in the background
-                self._flights.start(fkey, partial(self._refresh, source, adapter, key, search, entry))
+                self._flights.start(fkey, refresh)
                 return SourceStatus.STALE, entry
-        return SourceStatus.FRESH, await self._flights.do(
-            fkey, partial(self._refresh, source, adapter, key, search, entry)
-        )
+        return SourceStatus.FRESH, await self._flights.do(fkey, refresh)
+
+    async def _read_cache_and_lease(self, source: SourceConfig, key: str) -> tuple[CachedFeed | None, bool | None]:
+        if self.db is None or not self.db.available:
+            return None, None
+        ttl = self.settings.request_deadline_ms / 1000 + LEASE_MARGIN_S
+        try:
+            row, acquired = await self.db.run(
+                lambda conn: lease_queries.read_and_try_acquire(conn, source.id, key, self.holder_id, ttl),
+                timeout_s=DB_READ_TIMEOUT_S,
+            )
+        except DatabaseUnavailable:
+            return None, None
+        return (CachedFeed.from_row(cache_queries.row_of(row)) if row is not None else None), acquired
 
     async def _read_cache(self, source: SourceConfig, key: str) -> CachedFeed | None:
         if self.db is None or not self.db.available:
@@ -451,12 +477,21 @@ class SourceService:
         return CachedFeed.from_row(row) if row is not None else None
 
     async def _refresh(
-        self, source: SourceConfig, adapter: Adapter, key: str, search: str | None, entry: CachedFeed | None
+        self,
+        source: SourceConfig,
+        adapter: Adapter,
+        key: str,
+        search: str | None,
+        entry: CachedFeed | None,
+        *,
+        lease: bool | None | _Unknown = _UNKNOWN,
     ) -> CachedFeed:
         """One refresh of one key, in this process (singleflight) and across processes
-        (a lease row): the lease holder calls the upstream, the others wait for its write."""
+        (a lease row): the lease holder calls the upstream, the others wait for its write.
+        ``lease`` is the outcome of a bid already made (True, False, None: no database),
+        or _UNKNOWN to bid now."""
         budget = Deadline.after(self.settings.request_deadline_ms / 1000)
-        leased = await self._try_lease(source, key, budget)
+        leased = await self._try_lease(source, key, budget) if isinstance(lease, _Unknown) else lease
         if leased is False:
             peer = await self._await_peer(source, key, entry, budget)
             if peer is not None:
@@ -502,11 +537,10 @@ class SourceService:
         else:
             fresh = CachedFeed.build(result.articles, result.dropped, now, result.validators)
             stats.dropped_rows += result.dropped
-            row = cache_queries.CacheRow(
-                source.id, key, fresh.to_payload(), now, fresh.validators.etag, fresh.validators.last_modified
-            )
-
             async def write(conn: Any) -> None:
+                row = cache_queries.CacheRow(  # built here: off the path of the waiting requests
+                    source.id, key, fresh.to_payload(), now, fresh.validators.etag, fresh.validators.last_modified
+                )
                 async with conn.transaction():
                     await cache_queries.put_many(conn, [row])
                     await article_queries.upsert(conn, fresh.articles)

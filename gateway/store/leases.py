@@ -61,3 +61,29 @@ async def peer_state(
     )
     assert row is not None
     return (row if row["source_id"] is not None else None), bool(row["held"])
+
+
+async def read_and_try_acquire(
+    conn: asyncpg.Connection, source_id: str, key: str, holder: str, ttl_s: float
+) -> tuple[asyncpg.Record | None, bool]:
+    """The cache row (if any) and whether we took the lease, in one round-trip: on a
+    cold key the caller would otherwise wait for two in a row before going upstream."""
+    row = await conn.fetchrow(
+        """WITH lease AS (
+               INSERT INTO fetch_leases AS l (source_id, request_key, holder, expires_at)
+               VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+               ON CONFLICT (source_id, request_key) DO UPDATE
+                   SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+                   WHERE l.expires_at < now() OR l.holder = EXCLUDED.holder
+               RETURNING holder)
+           SELECT c.source_id, c.request_key, c.payload, c.fetched_at, c.etag, c.last_modified,
+                  EXISTS (SELECT 1 FROM lease) AS acquired
+           FROM (SELECT 1) AS one
+           LEFT JOIN fetch_cache c ON c.source_id = $1 AND c.request_key = $2""",
+        source_id,
+        key,
+        holder,
+        ttl_s,
+    )
+    assert row is not None
+    return (row if row["source_id"] is not None else None), bool(row["acquired"])
