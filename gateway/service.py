@@ -528,23 +528,21 @@ class SourceService:
         if result.not_modified and entry is not None:
             fresh = replace(entry, fetched_at=now)
             stats.not_modified += 1
-
-            async def write(conn: Any) -> None:
-                async with conn.transaction():
-                    await cache_queries.touch(conn, source.id, key, now)
-                    await lease_queries.notify(conn, source.id, key)
-
         else:
             fresh = CachedFeed.build(result.articles, result.dropped, now, result.validators)
             stats.dropped_rows += result.dropped
-            async def write(conn: Any) -> None:
-                row = cache_queries.CacheRow(  # built here: off the path of the waiting requests
-                    source.id, key, fresh.to_payload(), now, fresh.validators.etag, fresh.validators.last_modified
-                )
-                async with conn.transaction():
-                    await cache_queries.put_many(conn, [row])
+
+        async def write(conn: Any) -> None:
+            # The whole row even after a 304: the earlier write may never have landed
+            # (Postgres was down), and a touch of a missing row would keep it missing.
+            row = cache_queries.CacheRow(  # built here: off the path of the waiting requests
+                source.id, key, fresh.to_payload(), now, fresh.validators.etag, fresh.validators.last_modified
+            )
+            async with conn.transaction():
+                await cache_queries.put_many(conn, [row])
+                if not result.not_modified:
                     await article_queries.upsert(conn, fresh.articles)
-                    await lease_queries.notify(conn, source.id, key)
+                await lease_queries.notify(conn, source.id, key)
 
         self._memory.put((source.id, key), fresh)
         stats.last_success_at = now

@@ -56,13 +56,3 @@ async def put_many(conn: asyncpg.Connection, rows: Sequence[CacheRow]) -> None:
         [r.etag for r in rows],
         [r.last_modified for r in rows],
     )
-
-
-async def touch(conn: asyncpg.Connection, source_id: str, key: str, fetched_at: datetime) -> None:
-    """A 304 answer: the cached payload is fresh again."""
-    await conn.execute(
-        "UPDATE fetch_cache SET fetched_at = $3 WHERE source_id = $1 AND request_key = $2 AND fetched_at < $3",
-        source_id,
-        key,
-        fetched_at,
-    )

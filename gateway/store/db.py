@@ -42,6 +42,22 @@ class GatewayConnection(asyncpg.Connection):
         return ""
 
 
+def _is_stale_connection(exc: BaseException) -> bool:
+    """An established connection that died under us (the server restarted or closed
+    it), as opposed to a server we cannot reach at all."""
+    if isinstance(exc, asyncpg.exceptions.InterfaceError):
+        # InterfaceError also covers client-side misuse (bad arguments); only a
+        # closed connection is a reason to retry.
+        return "closed" in str(exc)
+    return isinstance(
+        exc,
+        asyncpg.exceptions.ConnectionDoesNotExistError
+        | asyncpg.exceptions.AdminShutdownError
+        | ConnectionResetError
+        | BrokenPipeError,
+    )
+
+
 def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(
         exc,
@@ -118,14 +134,26 @@ class Database:
         return time.monotonic() >= self._down_until
 
     async def run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]], *, timeout_s: float | None = None) -> T:
-        """Run ``fn(conn)`` on a pooled connection within ``timeout_s`` (acquire included)."""
+        """Run ``fn(conn)`` on a pooled connection within ``timeout_s`` (acquire included).
+
+        ``fn`` must be safe to run twice: a connection that died while idle (Postgres
+        restarted) fails on first use, and the call is retried once on a fresh one."""
         if not self.available:
             raise DatabaseUnavailable(f"database unavailable: {self.last_error}")
         timeout = self.command_timeout_s if timeout_s is None else min(timeout_s, self.command_timeout_s)
         try:
             async with asyncio.timeout(timeout):
-                async with self.pool.acquire() as conn:
-                    return await fn(conn)
+                try:
+                    async with self.pool.acquire() as conn:
+                        return await fn(conn)
+                except Exception as exc:
+                    if not _is_stale_connection(exc):
+                        raise
+                    # Every pooled connection predates the restart: replace them all.
+                    log.info("database connection lost (%s); retrying on a fresh one", type(exc).__name__)
+                    await self.pool.expire_connections()
+                    async with self.pool.acquire() as conn:
+                        return await fn(conn)
         except TimeoutError:
             self.last_error = f"no answer within {timeout * 1000:.0f} ms"
             raise DatabaseUnavailable(f"database timed out ({self.last_error})") from None
