@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 from aiodataloader import DataLoader
 
-from gateway.errors import DatabaseUnavailable
-from gateway.outcomes import SourceOutcome
+from gateway.errors import DatabaseUnavailable, SourceError
+from gateway.outcomes import SourceOutcome, SourceStatus
 from gateway.resilience.deadline import Deadline
 from gateway.service import SourceService
+from gateway.settings import SourceConfig
 from gateway.sources.base import HNItem, NormalizedArticle
 
 
@@ -41,11 +42,15 @@ class FeedLoader(DataLoader[FeedKey, SourceOutcome]):
 
     async def batch_load_fn(self, keys: Sequence[FeedKey]) -> list[SourceOutcome]:
         settings = self._service.settings
-        return list(
-            await asyncio.gather(
-                *(self._service.fetch(settings.source(k.source_id), k.search, self._deadline) for k in keys)  # type: ignore[arg-type]
-            )
-        )
+
+        async def one(key: FeedKey) -> SourceOutcome:
+            source = settings.source(key.source_id)
+            if source is None:  # removed from the sources file since an article was cached
+                removed = SourceConfig(id=key.source_id, name=key.source_id, kind="feed", url="http://removed.invalid/")
+                return SourceOutcome(removed, SourceStatus.SKIPPED, error=SourceError("source no longer configured", code="UNKNOWN_SOURCE"))
+            return await self._service.fetch(source, key.search, self._deadline)
+
+        return list(await asyncio.gather(*(one(k) for k in keys)))
 
 
 class ArticleLoader(DataLoader[str, "NormalizedArticle | None"]):
@@ -73,19 +78,27 @@ class HNItemLoader(DataLoader[tuple[str, int], "HNItem | None"]):
         self._service = service
         self._deadline = deadline
 
-    async def batch_load_fn(self, keys: Sequence[tuple[str, int]]) -> list[HNItem | None | BaseException]:
+    async def batch_load_fn(self, keys: Sequence[tuple[str, int]]) -> list[HNItem | None]:
         by_source: dict[str, list[int]] = defaultdict(list)
         for source_id, item_id in keys:
             by_source[source_id].append(item_id)
         settings = self._service.settings
-        results = await asyncio.gather(
-            *(
-                self._service.hn_items(settings.source(sid), ids, self._deadline)  # type: ignore[arg-type]
-                for sid, ids in by_source.items()
-            )
-        )
+
+        async def items_of(sid: str, ids: list[int]) -> dict[int, HNItem | None | BaseException]:
+            source = settings.source(sid)
+            if source is None:  # an article cached by a source since removed from the sources file
+                return {}
+            return await self._service.hn_items(source, ids, self._deadline)
+
+        results = await asyncio.gather(*(items_of(sid, ids) for sid, ids in by_source.items()))
         merged = {sid: r for sid, r in zip(by_source, results, strict=True)}
-        return [merged[sid].get(item_id) for sid, item_id in keys]
+        # An item we could not get is left out (None), not raised: comment lists are
+        # non-null, and one missing comment must not null the whole answer.
+        out: list[HNItem | None] = []
+        for sid, item_id in keys:
+            item = merged[sid].get(item_id)
+            out.append(None if isinstance(item, BaseException) else item)
+        return out
 
 
 @dataclass(slots=True)

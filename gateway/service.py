@@ -36,6 +36,8 @@ from datetime import datetime
 from functools import partial
 from typing import Any, Generic, TypeVar
 
+import asyncpg
+
 from gateway.errors import (
     BadPayload,
     CircuitOpen,
@@ -45,9 +47,10 @@ from gateway.errors import (
     UpstreamError,
     UpstreamHTTPError,
     UpstreamTimeout,
+    UpstreamUnavailable,
 )
 from gateway.outcomes import SourceOutcome, SourceStatus
-from gateway.resilience.breaker import CircuitBreaker
+from gateway.resilience.breaker import BreakerState, CircuitBreaker
 from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.clock import Clock
 from gateway.resilience.deadline import Deadline
@@ -83,6 +86,7 @@ LEASE_MARGIN_S = 1.0  # a lease outlives its holder's budget by this much, then 
 PEER_POLL_S = 0.25  # how often a process waiting on another's refresh re-checks
 LEASE_WAIT_S = 0.5  # longest wait for the database to grant or refuse a lease
 DB_READ_TIMEOUT_S = 1.0  # longest wait for a cache read before going upstream
+READ_YOUR_WRITES_WAIT_S = 0.5  # article(id:) waits this long at most for pending cache writes
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +220,7 @@ class RetryBudget:
                 q.popleft()
 
     def record_call(self) -> None:
+        self._trim()
         self._calls.append(self._clock.monotonic())
 
     def try_spend(self) -> bool:
@@ -255,16 +260,29 @@ class _SourceIO:
             if remaining <= 0:
                 raise DeadlineExceeded(f"{source.id}: request deadline reached before calling the upstream")
             permit = breaker.acquire()  # CircuitOpen propagates: never retry into an open breaker
-            capped = remaining < source.timeout_s
+            capped = False
             try:
                 async with svc.global_bulkhead.slot(timeout_s=remaining), svc.bulkheads[source.id].slot(
                     timeout_s=remaining
                 ):
                     stats.upstream_calls += 1
                     budget.record_call()
+                    # After the bulkhead wait: what is left of our budget may be less
+                    # than the source's timeout, and then a timeout is ours, not theirs.
                     timeout = min(source.timeout_s, self._budget.remaining())
-                    resp = await svc.upstream.get(url, timeout_s=max(timeout, 0.001), params=params, headers=headers)
-                result = resp if parse is None or resp.not_modified else await parse(resp)
+                    capped = timeout < source.timeout_s
+                    resp = await svc.upstream.get(
+                        url,
+                        timeout_s=max(timeout, 0.001),
+                        params=params,
+                        headers=headers,
+                        follow_redirects=not source.api_key,
+                    )
+                async with asyncio.timeout(max(self._budget.remaining(), 0.001)):
+                    result = resp if parse is None or resp.not_modified else await parse(resp)
+            except TimeoutError:  # parsing outlived the budget: our limit, not the upstream's fault
+                breaker.ignore(permit)
+                raise DeadlineExceeded(f"{source.id}: parsing the answer outlived the request deadline") from None
             except UpstreamTimeout:
                 if capped:  # we cut the call short for our own deadline: not the upstream's fault
                     breaker.ignore(permit)
@@ -307,8 +325,20 @@ class _SourceIO:
         return await self._svc.parser.run(parse_articles, body, kind, self._source.id, self._source.page_size)
 
     async def hn_items(self, ids: Sequence[int]) -> Mapping[int, HNItem | None]:
+        """Stories of one refresh. Any item we could not get fails the refresh: a
+        partial list must not replace a complete copy (stale-if-error serves that)."""
         results = await self._svc.hn_items(self._source, ids, self._budget)
-        return {i: r for i, r in results.items() if not isinstance(r, BaseException)}
+        usable: dict[int, HNItem | None] = {}
+        for item_id, result in results.items():
+            if isinstance(result, BadPayload):
+                usable[item_id] = None  # one malformed item is a bad row: dropped and counted
+            elif isinstance(result, SourceError):
+                raise result
+            elif isinstance(result, BaseException):
+                raise UpstreamUnavailable(f"{self._source.id}: item fetch failed ({type(result).__name__})")
+            else:
+                usable[item_id] = result
+        return usable
 
 
 class _Unknown:
@@ -394,6 +424,9 @@ class SourceService:
             status, error = SourceStatus.SKIPPED, exc
         except SourceError as exc:
             status, error = SourceStatus.FAILED, exc
+        except Exception:  # a bug or an unexpected database error: this source fails, not the request
+            log.exception("unexpected error fetching %s", source.id)
+            status, error = SourceStatus.FAILED, SourceError("internal error while fetching this source", code="INTERNAL")
         else:
             return self._outcome(source, status, feed, started)
 
@@ -413,7 +446,7 @@ class SourceService:
         return max(0.0, (self.clock.now() - entry.fetched_at).total_seconds())
 
     def _outcome(self, source: SourceConfig, status: SourceStatus, entry: CachedFeed, started: float) -> SourceOutcome:
-        return SourceOutcome(
+        outcome = SourceOutcome(
             source,
             status,
             articles=entry.articles,
@@ -423,6 +456,9 @@ class SourceService:
             age_s=int(self._age(entry)),
             dropped=entry.dropped,
         )
+        if status is SourceStatus.STALE and self.breakers[source.id].state is not BreakerState.CLOSED:
+            outcome.error = CircuitOpen(f"{source.id}: circuit {self.breakers[source.id].state.value.lower()}")
+        return outcome
 
     async def _resolve(
         self, source: SourceConfig, adapter: Adapter, key: str, search: str | None
@@ -633,6 +669,8 @@ class SourceService:
             await self.db.run(fn)
         except DatabaseUnavailable as exc:
             log.warning("cache write skipped: %s", exc)
+        except asyncpg.PostgresError as exc:  # e.g. a read-only standby after failover
+            log.error("cache write failed: %s: %s", type(exc).__name__, exc)
 
     # -- Hacker News items ------------------------------------------------------
     async def hn_items(
@@ -662,13 +700,16 @@ class SourceService:
                 age = (now - row.fetched_at).total_seconds()
                 if age < source.ttl_s:
                     item_id = int(row.request_key.removeprefix("item:"))
-                    item = HNItem.from_json(row.payload) if row.payload else None
+                    stored = row.payload.get("item")  # {"item": null}: HN has no such item
+                    item = HNItem.from_json(stored) if stored else None
                     self._items.put((source.id, item_id), _CachedItem(item, now_mono - age))
                     out[item_id] = item
             missing = [i for i in missing if i not in out]
         if not missing:
             return out
-        io = _SourceIO(self, source, deadline)
+        # The fetches are shared with other callers: they get a budget of their own,
+        # not the deadline of whichever caller happened to start them.
+        io = _SourceIO(self, source, Deadline.after(self.settings.request_deadline_ms / 1000))
         tasks = [self._item_flights.start((source.id, i), partial(self._fetch_item, source, i, io)) for i in missing]
         try:
             async with asyncio.timeout(deadline.remaining()):
@@ -683,13 +724,10 @@ class SourceService:
         for item_id, result in zip(missing, results, strict=True):
             out[item_id] = result
             if not isinstance(result, BaseException):
-                fetched.append(
-                    cache_queries.CacheRow(
-                        source.id, f"item:{item_id}", result.to_json() if result else None, now, None, None
-                    )
-                )
+                payload = {"item": result.to_json() if result else None}
+                fetched.append(cache_queries.CacheRow(source.id, f"item:{item_id}", payload, now, None, None))
         if fetched:
-            await self._db_quietly(lambda conn: cache_queries.put_many(conn, fetched))
+            self._background(self._db_quietly(lambda conn: cache_queries.put_many(conn, fetched)))
         return out
 
     async def _fetch_item(self, source: SourceConfig, item_id: int, io: _SourceIO) -> HNItem | None:
@@ -704,7 +742,8 @@ class SourceService:
     async def articles_by_id(self, ids: Sequence[str], deadline: Deadline) -> dict[str, NormalizedArticle]:
         if self.db is None:
             return {}
-        await self.drain(timeout_s=deadline.remaining())
+        if self._tasks:  # read your writes: ids fetched a moment ago may still be on their way
+            await self.drain(timeout_s=min(READ_YOUR_WRITES_WAIT_S, deadline.remaining()))
         return await self.db.run(
             lambda conn: article_queries.get_many(conn, ids), timeout_s=max(deadline.remaining(), 0.001)
         )

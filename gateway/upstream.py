@@ -128,7 +128,10 @@ class UpstreamClient:
         timeout_s: float,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        follow_redirects: bool = True,
     ) -> UpstreamResponse:
+        """``follow_redirects=False`` for requests carrying a secret (an API key header
+        would follow a redirect to any host: only ``Authorization`` is stripped)."""
         started = time.perf_counter()
         if params:
             # Added to the URL's own query (a source URL such as ...?sources=bbc-news
@@ -138,9 +141,13 @@ class UpstreamClient:
             # One deadline for connect + headers + a slowly dripping body alike.
             async with asyncio.timeout(timeout_s):
                 if self._direct is not None:
-                    status, resp_headers, content = await self._get_direct(self._direct, url, headers)
+                    status, resp_headers, content = await self._get_direct(
+                        self._direct, url, headers, follow_redirects
+                    )
                 else:
-                    async with self._client.stream("GET", url, headers=headers) as resp:
+                    async with self._client.stream(
+                        "GET", url, headers=headers, follow_redirects=follow_redirects
+                    ) as resp:
                         content = await self._read_body(resp, url)
                     status, resp_headers = resp.status_code, resp.headers
         except TimeoutError:
@@ -165,6 +172,7 @@ class UpstreamClient:
         transport: _SessionTransport,
         url: str,
         headers: Mapping[str, str] | None,
+        follow_redirects: bool,
     ) -> tuple[int, httpx.Headers, bytes]:
         """The same GET straight on aiohttp; aiohttp errors are mapped here.
 
@@ -172,7 +180,9 @@ class UpstreamClient:
         timeout subclasses TimeoutError but is not our overall deadline.)
         """
         try:
-            async with transport.session().get(url, headers=headers, max_redirects=MAX_REDIRECTS) as resp:
+            async with transport.session().get(
+                url, headers=headers, allow_redirects=follow_redirects, max_redirects=MAX_REDIRECTS
+            ) as resp:
                 declared = resp.content_length
                 if declared is not None and declared > self._max_body_bytes:
                     raise BadPayload(f"{_host(url)} sent {declared} bytes; the limit is {self._max_body_bytes}")

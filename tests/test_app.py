@@ -174,3 +174,19 @@ async def test_oversized_bodies_are_refused(gateway: RunningGateway) -> None:
     resp = await gateway.client.post("/graphql", json={"query": "{ sources { id } }", "pad": "x" * 2_000_000})
     assert resp.status_code == 413
     assert resp.json()["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ " + " ".join(f"a{i}: sources {{ id }}" for i in range(31)) + " }",
+        "{ articles { nodes { comments { replies { replies { replies { replies { replies { replies { replies"
+        " { replies { replies { replies { id } } } } } } } } } } } } } }",
+    ],
+    ids=["aliases", "depth"],
+)
+async def test_query_cost_limits(gateway: RunningGateway, query: str) -> None:
+    result = await gateway.query(query)
+    assert result.get("data") is None
+    assert result["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert gateway.services.source_service.stats["bbc"].upstream_calls == 0

@@ -665,3 +665,10 @@ def test_parsers_are_picklable(fn: object) -> None:
 def test_results_are_picklable() -> None:
     parsed = parse_feed(_rss(RSS2_ITEMS), "feed")
     assert pickle.loads(pickle.dumps(parsed)) == parsed
+
+
+def test_control_characters_never_reach_postgres() -> None:
+    from gateway.sources.normalize import clean_text, sanitize_html
+
+    assert clean_text("Foo\x00Bar\x07", max_length=50) == "FooBar"
+    assert sanitize_html("<p>a\x00b</p>") == "<p>ab</p>"

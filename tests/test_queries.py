@@ -233,3 +233,37 @@ async def test_rdf_feed_parses(demo: DemoServer, make_settings: Callable[..., Se
         data = await gw.data("{ articles(first: 5) { nodes { title url publishedAt } sources { status } } }")
     assert len(data["articles"]["nodes"]) == 5
     assert all(n["publishedAt"].endswith("+00:00") for n in data["articles"]["nodes"])
+
+
+async def test_comments_that_fail_are_left_out_not_fatal(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, HN)))) as gw:
+        await gw.data("{ articles(first: 30) { nodes { id } } }")  # stories cached
+        demo.control.set_fault("hn.item", fault="500")  # every comment fetch fails now
+        result = await gw.query(
+            "{ articles(first: 30) { nodes { title comments { id replies { id } } } sources { status } } }"
+        )
+    assert "errors" not in result, result.get("errors")
+    nodes = result["data"]["articles"]["nodes"]
+    assert len(nodes) >= 25 and all(n["comments"] == [] for n in nodes)
+    assert result["data"]["articles"]["sources"] == [{"status": "CACHED"}]
+
+
+async def test_articles_of_a_removed_source_still_resolve(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, *THREE)))) as gw:
+        data = await gw.data('{ articles(sources: ["tech"], first: 1) { nodes { id } } }')
+        article_id = data["articles"]["nodes"][0]["id"]
+        await gw.services.source_service.drain(timeout_s=5)
+    # the operator removed "tech" from the sources file; the article is still in Postgres
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, THREE[0])))) as gw:
+        result = await gw.query(
+            "query($id: ID!) { article(id: $id) { title comments { id }"
+            " source { id name breaker { state } articles(first: 2) { id } } } }",
+            {"id": article_id},
+        )
+    assert "errors" not in result, result.get("errors")
+    source = result["data"]["article"]["source"]
+    assert source["id"] == "tech" and source["breaker"]["state"] == "CLOSED" and source["articles"] == []

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest

@@ -124,3 +124,10 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after(None) is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert httpx  # the interface stays httpx
+
+
+async def test_redirects_can_be_refused(server: str, client: UpstreamClient) -> None:
+    """Requests carrying an API key must not follow a redirect to another host."""
+    with pytest.raises(UpstreamHTTPError) as info:
+        await client.get(f"{server}/redirect", timeout_s=2, follow_redirects=False)
+    assert info.value.status == 302

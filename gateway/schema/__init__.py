@@ -7,7 +7,13 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from strawberry.types import ExecutionContext
 
 from gateway.schema.errors import ErrorCodes
@@ -26,6 +32,11 @@ class GatewaySchema(strawberry.Schema):
 #: Distinct documents whose parse and validation results are kept. Frontends send
 #: the same few queries over and over; validation is most of graphql-core's cost.
 DOCUMENT_CACHE_SIZE = 1024
+# Cost limits: each alias of `articles` with a new search is an upstream call, and
+# each level of `replies` a batch of them. Generous for real UIs, fatal for abuse.
+MAX_QUERY_DEPTH = 12
+MAX_ALIASES = 30
+MAX_TOKENS = 2000
 
 
 def build_schema(**kwargs: Any) -> strawberry.Schema:
@@ -33,6 +44,9 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
         query=Query,
         extensions=[
             ErrorCodes,
+            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+            lambda: QueryDepthLimiter(max_depth=MAX_QUERY_DEPTH),
+            lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
             # Factories: strawberry builds extensions per request; these two keep
             # their LRU at module level (keyed by size), shared across requests.
             lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),

@@ -109,7 +109,10 @@ class Source:
 
     @strawberry.field(description="The source's circuit breaker.")
     def breaker(self, info: Info) -> Breaker:
-        snap = info.context.services.breakers[self.config.id].snapshot()
+        breaker = info.context.services.breakers.get(self.config.id)
+        if breaker is None:  # a source no longer configured (seen on an old cached article)
+            return Breaker(state=BreakerState.CLOSED, failures=0, opened_at=None)
+        snap = breaker.snapshot()
         return Breaker(state=BreakerState(snap.state.value), failures=snap.failures, opened_at=snap.opened_at)
 
     @strawberry.field(description="This source's newest articles. Fetched once per request however often asked.")
@@ -124,7 +127,7 @@ class Source:
 def source_of(info: Info, source_id: str) -> Source:
     config = info.context.services.settings.source(source_id)
     if config is None:  # an article cached by a source since removed from the sources file
-        config = SourceConfig(id=source_id, name=source_id, kind="feed", url="http://invalid/")
+        config = SourceConfig(id=source_id, name=source_id, kind="feed", url="http://removed.invalid/")
     return Source.of(config)
 
 

@@ -193,7 +193,7 @@ def sanitize_html(html_text: str | None, *, max_length: int = SUMMARY_MAX_LENGTH
     """
     if not isinstance(html_text, str) or not html_text.strip():
         return None
-    cleaned = _HTML_CLEANER.clean(html_text)
+    cleaned = _HTML_CLEANER.clean(strip_controls(html_text))
     cleaned = "".join(
         part if i % 2 else _WHITESPACE.sub(" ", part)
         for i, part in enumerate(_PRE_BLOCK.split(cleaned))
@@ -215,6 +215,15 @@ def sanitize_html(html_text: str | None, *, max_length: int = SUMMARY_MAX_LENGTH
     return _cut_at_word(cut, max_length) + "…"
 
 
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def strip_controls(text: str) -> str:
+    """Drop C0 control characters (NUL above all: Postgres refuses it in text and
+    jsonb, which would silently stop a source's cache writes)."""
+    return _CONTROLS.sub("", text) if _CONTROLS.search(text) else text
+
+
 def clean_text(value: object, *, max_length: int) -> str | None:
     """Plain text for titles and names: tags stripped, entities decoded, whitespace
     collapsed, truncated with "…" to at most ``max_length`` characters.
@@ -223,6 +232,7 @@ def clean_text(value: object, *, max_length: int) -> str | None:
     """
     if not isinstance(value, str):
         return None
+    value = strip_controls(value)
     if "<" in value or "&" in value:  # the common case needs no HTML parsing
         value = html.unescape(_TEXT_CLEANER.clean(value))
     text = _WHITESPACE.sub(" ", value).strip()

@@ -139,7 +139,7 @@ class Database:
         ``fn`` must be safe to run twice: a connection that died while idle (Postgres
         restarted) fails on first use, and the call is retried once on a fresh one."""
         if not self.available:
-            raise DatabaseUnavailable(f"database unavailable: {self.last_error}")
+            raise DatabaseUnavailable("database unavailable")
         timeout = self.command_timeout_s if timeout_s is None else min(timeout_s, self.command_timeout_s)
         try:
             async with asyncio.timeout(timeout):
@@ -156,13 +156,14 @@ class Database:
                         return await fn(conn)
         except TimeoutError:
             self.last_error = f"no answer within {timeout * 1000:.0f} ms"
-            raise DatabaseUnavailable(f"database timed out ({self.last_error})") from None
+            raise DatabaseUnavailable("database timed out") from None
         except Exception as exc:
             if _is_connection_error(exc):
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self._down_until = time.monotonic() + DOWN_BACKOFF_S
                 log.warning("database unavailable: %s", self.last_error)
-                raise DatabaseUnavailable(f"database unavailable: {self.last_error}") from exc
+                # Clients get no host names or driver messages; operators get the log line.
+                raise DatabaseUnavailable("database unavailable") from exc
             raise
 
     async def ping(self, *, timeout_s: float = 1.0) -> float:
