@@ -47,7 +47,7 @@ async def test_deadline_returns_what_finished(demo: DemoServer, make_settings: C
         elapsed = time.perf_counter() - started
         assert statuses(data) == {"bbc": "FRESH", "tech": "TIMEOUT", "world": "FRESH"}
         assert errors(data)["tech"] == "DEADLINE_EXCEEDED"
-        assert 0.55 < elapsed < 0.9
+        assert 0.55 < elapsed < 1.3  # the deadline, not the 5 s source timeout
         # our own deadline is not the upstream's fault
         assert gw.services.breakers["tech"].snapshot().failures == 0
 
@@ -185,7 +185,7 @@ async def test_stale_while_revalidate_answers_at_once_and_refreshes_once(
         clock.advance(12)  # past the TTL, within the revalidate window
         started = time.perf_counter()
         results = await asyncio.gather(*(gw.data(QUERY) for _ in range(10)))
-        assert time.perf_counter() - started < 0.35  # nobody waited for the upstream
+        assert time.perf_counter() - started < 0.39  # nobody waited for the 400 ms upstream
         assert all(set(statuses(r).values()) == {"STALE"} for r in results)
         assert {s["ageSeconds"] for r in results for s in r["articles"]["sources"]} == {12}
         await asyncio.sleep(0.8)  # the background refreshes land
