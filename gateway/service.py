@@ -286,7 +286,7 @@ class _SourceIO:
             except UpstreamTimeout:
                 if capped:  # we cut the call short for our own deadline: not the upstream's fault
                     breaker.ignore(permit)
-                    raise DeadlineExceeded(f"{source.id}: request deadline reached while waiting for the upstream")
+                    raise DeadlineExceeded(f"{source.id}: request deadline reached while waiting for the upstream") from None
                 breaker.failure(permit)
                 raise
             except BadPayload:

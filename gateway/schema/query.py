@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timezone
 from typing import Annotated
 
@@ -18,7 +17,6 @@ from gateway.schema.types import (
     Article,
     ArticleConnection,
     Breaker,
-    BreakerState,
     DependencyHealth,
     FirstArticles,
     Health,
@@ -132,7 +130,6 @@ class Query:
             db_health = DependencyHealth(ok=True, latency_ms=round(latency, 2), error=None)
         except DatabaseUnavailable as exc:
             db_health = DependencyHealth(ok=False, latency_ms=None, error=exc.message)
-        await asyncio.sleep(0)
         source_health: list[SourceHealth] = []
         open_count = 0
         for config in services.settings.sources:
@@ -144,8 +141,7 @@ class Query:
             source_health.append(
                 SourceHealth(
                     source=Source.of(config),
-                    breaker=Breaker(state=BreakerState(snap.state.value), failures=snap.failures,
-                                    opened_at=snap.opened_at),
+                    breaker=Breaker.of(snap),
                     last_success_at=stats.last_success_at,
                     last_error=SourceError(code=last.code, message=last.message) if last else None,
                     last_error_at=stats.last_error_at,

@@ -18,7 +18,7 @@ from gateway.context import GatewayContext
 from gateway.errors import BadUserInput
 from gateway.outcomes import SourceOutcome
 from gateway.paging import encode_cursor
-from gateway.resilience.breaker import BreakerState as DomainBreakerState
+from gateway.resilience.breaker import BreakerSnapshot
 from gateway.settings import MAX_FIRST, SourceConfig
 from gateway.sources.base import HNItem, NormalizedArticle
 
@@ -91,6 +91,10 @@ class Breaker:
     failures: int = strawberry.field(description="Upstream failures counted in the breaker's current window.")
     opened_at: datetime | None = strawberry.field(description="When the circuit last opened; null while closed.")
 
+    @classmethod
+    def of(cls, snap: BreakerSnapshot) -> Breaker:
+        return cls(state=BreakerState(snap.state.value), failures=snap.failures, opened_at=snap.opened_at)
+
 
 @strawberry.type(description="An upstream news source configured in this gateway.")
 class Source:
@@ -112,8 +116,7 @@ class Source:
         breaker = info.context.services.breakers.get(self.config.id)
         if breaker is None:  # a source no longer configured (seen on an old cached article)
             return Breaker(state=BreakerState.CLOSED, failures=0, opened_at=None)
-        snap = breaker.snapshot()
-        return Breaker(state=BreakerState(snap.state.value), failures=snap.failures, opened_at=snap.opened_at)
+        return Breaker.of(breaker.snapshot())
 
     @strawberry.field(description="This source's newest articles. Fetched once per request however often asked.")
     async def articles(self, info: Info, first: FirstArticles = 10) -> list[Article]:
@@ -274,10 +277,3 @@ class Health:
     sources: list[SourceHealth] = strawberry.field(description="Every configured source.")
     version: str = strawberry.field(description="Gateway version.")
     uptime_seconds: float = strawberry.field(description="Seconds since this process started serving.")
-
-
-def breaker_state(state: DomainBreakerState) -> BreakerState:
-    return BreakerState(state.value)
-
-
-__all__ = ["Article", "ArticleConnection", "NormalizedArticle"]

@@ -61,7 +61,7 @@ class CacheListener:
             try:
                 conn = await asyncpg.connect(self._url, timeout=5)
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(lambda _c, ev=lost: ev.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
                 self.connected.set()
                 delay = RECONNECT_MIN_S
