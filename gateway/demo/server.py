@@ -58,6 +58,11 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+# anyio loads its asyncio backend on the first CancelScope, i.e. the first
+# request.is_disconnected() of a sleeping handler: ~10 ms with the event loop held,
+# which delayed every other request arriving meanwhile (a cold-stampede benchmark
+# saw two of its three upstream calls answer 15 ms late). Load it up front.
+import anyio._backends._asyncio  # noqa: F401
 import orjson
 import uvicorn
 from starlette.applications import Starlette
@@ -89,6 +94,7 @@ ROUTE_KEYS = (
     "hn.item",
 )
 FAULTS = ("none", "500", "503", "429", "hang", "garbage", "truncated", "drip", "malformed")
+_BODYLESS_FAULTS = frozenset({"500", "503", "429", "hang"})  # answered without a payload
 WILDCARD_KEY = "*"
 
 DEFAULT_PORT = 9100
@@ -385,12 +391,18 @@ class _DemoUpstream:
         qualifier: str | None,
         build: Callable[[bool], Awaitable[_Payload]],
     ) -> Response:
-        """Count, apply latency and faults, build the payload, answer (maybe 304)."""
+        """Count, apply latency and faults, build the payload, answer (maybe 304).
+
+        The payload is built before the latency elapses, not after: ``latency_ms`` is
+        the time to answer, so rendering a feed does not add to it."""
         knobs = self.control.on_request(route, qualifier)
-        headers = {"X-Demo-Route": f"{route}:{qualifier}" if qualifier is not None else route}
-        if knobs.latency_ms and not await self.pause(knobs.latency_ms / 1000, request):
-            return PlainTextResponse("demo upstream: request abandoned", 503, headers=headers)
+        started = time.monotonic()
         fault = knobs.fault
+        payload = await build(fault == "malformed") if fault not in _BODYLESS_FAULTS else None
+        headers = {"X-Demo-Route": f"{route}:{qualifier}" if qualifier is not None else route}
+        latency_s = knobs.latency_ms / 1000 - (time.monotonic() - started)
+        if latency_s > 0 and not await self.pause(latency_s, request):
+            return PlainTextResponse("demo upstream: request abandoned", 503, headers=headers)
         if fault == "500":
             return PlainTextResponse("upstream exploded", 500, headers=headers)
         if fault == "503":
@@ -408,7 +420,7 @@ class _DemoUpstream:
                 return PlainTextResponse("upstream hung", 504, headers=headers)
             return PlainTextResponse("demo upstream: request abandoned", 503, headers=headers)
 
-        payload = await build(fault == "malformed")
+        assert payload is not None
         if payload.etag is not None:
             headers["ETag"] = payload.etag
         if payload.last_modified is not None:
