@@ -1128,8 +1128,8 @@ async def scenario_stampede(ctx: Context, res: RunResult) -> None:
             await lg.start()
             before = (await ctx.demo.stats())["total"]
             meter = CpuMeter(ctx, gw, lg)
+            meter.begin()  # before GO: its snapshot takes CPU that the burst must not share
             await lg.go()
-            meter.begin()
             load = await lg.finish()
             await meter.end_at(time.monotonic())
         finally:
@@ -1175,8 +1175,8 @@ async def scenario_sustained(ctx: Context, res: RunResult) -> None:
             await lg.start()
             baseline = (await ctx.demo.stats())["requests"]
             meter = CpuMeter(ctx, gw, lg)
-            t0 = await lg.go()
             meter.begin()
+            t0 = await lg.go()
             metering = asyncio.ensure_future(meter.end_at(t0 + duration))
             sampler = asyncio.ensure_future(sample_stats(ctx.demo, t0, math.ceil(duration)))
             load = await lg.finish()
@@ -1229,8 +1229,8 @@ async def scenario_faults(ctx: Context, res: RunResult) -> None:
             baseline = (await ctx.demo.stats())["requests"]
             wall_minus_mono = time.time() - time.monotonic()
             meter = CpuMeter(ctx, gw, lg)
-            t0 = await lg.go()
             meter.begin()
+            t0 = await lg.go()
             metering = asyncio.ensure_future(meter.end_at(t0 + duration))
             sampler = asyncio.ensure_future(sample_stats(ctx.demo, t0, math.ceil(duration)))
             poller = asyncio.ensure_future(
@@ -1362,8 +1362,8 @@ async def scenario_pgrestart(ctx: Context, res: RunResult) -> None:
         try:
             await lg.start()
             meter = CpuMeter(ctx, gw, lg)
-            t0 = await lg.go()
             meter.begin()
+            t0 = await lg.go()
             metering = asyncio.ensure_future(meter.end_at(t0 + duration))
             outage_task = asyncio.ensure_future(outage(t0))
             poller = asyncio.ensure_future(
