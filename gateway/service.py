@@ -568,23 +568,26 @@ class SourceService:
             fresh = CachedFeed.build(result.articles, result.dropped, now, result.validators)
             stats.dropped_rows += result.dropped
 
-        async def write(conn: Any) -> None:
+        async def write() -> None:
             # The whole row even after a 304: the earlier write may never have landed
             # (Postgres was down), and a touch of a missing row would keep it missing.
             row = cache_queries.CacheRow(  # built here: off the path of the waiting requests
                 source.id, key, fresh.to_payload(), now, fresh.validators.etag, fresh.validators.last_modified
             )
-            async with conn.transaction():
-                await cache_queries.put_many(conn, [row])
-                if not result.not_modified:
-                    await article_queries.upsert(conn, fresh.articles)
-                await lease_queries.notify(conn, source.id, key)
+            holder = self.holder_id if leased else None
+            stored = await self._db_quietly(
+                lambda conn: cache_queries.put_refreshed(
+                    conn, row, with_articles=not result.not_modified, holder=holder
+                )
+            )
+            if not stored and leased:
+                await self._release_lease(source.id, key)
 
         self._memory.put((source.id, key), fresh)
         stats.last_success_at = now
         # Write-behind: waiters here have their answer now; the row (and the NOTIFY
         # that other processes wait for) follows a moment later.
-        self._background(self._db_quietly(write), release=(source.id, key) if leased else None)
+        self._background(write())
         return fresh
 
     async def drain(self, *, timeout_s: float) -> None:
@@ -593,15 +596,8 @@ class SourceService:
         if self._tasks and timeout_s > 0:
             await asyncio.wait(list(self._tasks), timeout=timeout_s)
 
-    def _background(self, coro: Coroutine[Any, Any, None], *, release: tuple[str, str] | None = None) -> None:
-        async def run() -> None:
-            try:
-                await coro
-            finally:
-                if release is not None:
-                    await self._release_lease(*release)
-
-        task = asyncio.ensure_future(run())
+    def _background(self, coro: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -661,16 +657,20 @@ class SourceService:
         stats.last_error_at = self.clock.now()
         log.info("source %s failed: %s %s", source.id, exc.code, exc.message)
 
-    async def _db_quietly(self, fn: Callable[[Any], Any]) -> None:
-        """Write-behind to Postgres; a database that is down costs the cache, not the answer."""
+    async def _db_quietly(self, fn: Callable[[Any], Any]) -> bool:
+        """Write-behind to Postgres; a database that is down costs the cache, not the
+        answer. False when the write did not happen."""
         if self.db is None:
-            return
+            return False
         try:
             await self.db.run(fn)
         except DatabaseUnavailable as exc:
             log.warning("cache write skipped: %s", exc)
         except asyncpg.PostgresError as exc:  # e.g. a read-only standby after failover
             log.error("cache write failed: %s: %s", type(exc).__name__, exc)
+        else:
+            return True
+        return False
 
     # -- Hacker News items ------------------------------------------------------
     async def hn_items(

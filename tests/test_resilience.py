@@ -97,6 +97,31 @@ async def test_two_workers_on_one_database_make_one_call_per_source(
     assert all(r["articles"]["nodes"] for r in results)
 
 
+async def test_a_refresh_costs_two_statements_and_ends_its_lease(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    """Cold key: one statement reads the cache and bids for the lease; after the
+    upstream call, one statement writes the row and the articles, ends the lease and
+    notifies the other processes (they wait on it, so it must not be five)."""
+    settings = make_settings(sources_of(demo.url, three()[1]))
+    async with RunningGateway(create_app(settings)) as gw:
+        listener = gw.services.source_service.listener
+        assert listener is not None
+        await asyncio.wait_for(listener.connected.wait(), 5)
+        db = gw.services.db
+        with listener.watch("tech", "latest") as written:
+            db.query_log = []
+            data = await gw.data(QUERY)
+            await gw.services.source_service.drain(timeout_s=5)
+            await asyncio.wait_for(written.wait(), 2)
+        assert statuses(data) == {"tech": "FRESH"}
+        assert len(db.query_log) == 2, "\n---\n".join(db.query_log)
+        async with db.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM fetch_leases") == 0
+            cached = await conn.fetchval("SELECT jsonb_array_length(payload -> 'articles') FROM fetch_cache")
+            assert cached and await conn.fetchval("SELECT count(*) FROM articles WHERE source_id = 'tech'") == cached
+
+
 async def test_cache_listener_wakes_waiters_on_notify(database_url: str) -> None:
     import asyncpg
 

@@ -13,15 +13,14 @@ _COLUMNS = (
 )
 
 
-async def upsert(conn: asyncpg.Connection, articles: Sequence[NormalizedArticle]) -> None:
-    """Insert or refresh articles in one round-trip. The first source to bring an
-    article keeps it (the same URL from two sources is one article)."""
-    unique = list({a.id: a for a in articles}.values())  # ON CONFLICT may touch a row once
-    if not unique:
-        return
-    await conn.execute(
-        f"""INSERT INTO articles ({_COLUMNS})
-            SELECT {_COLUMNS} FROM jsonb_to_recordset($1::jsonb) AS x(
+
+def upsert_sql(rows: str) -> str:
+    """``INSERT ... ON CONFLICT`` of the articles in ``rows``, an SQL expression for a
+    jsonb array of :meth:`NormalizedArticle.to_json` objects with distinct ids (ON
+    CONFLICT may touch a row once). The first source to bring an article keeps it
+    (the same URL from two sources is one article)."""
+    return f"""INSERT INTO articles ({_COLUMNS})
+            SELECT {_COLUMNS} FROM jsonb_to_recordset({rows}) AS x(
                 id text, source_id text, title text, url text, summary text, author text,
                 image_url text, published_at timestamptz, score integer, comment_count integer,
                 comment_ids bigint[])
@@ -30,9 +29,7 @@ async def upsert(conn: asyncpg.Connection, articles: Sequence[NormalizedArticle]
                 author = EXCLUDED.author, image_url = EXCLUDED.image_url,
                 published_at = EXCLUDED.published_at, score = EXCLUDED.score,
                 comment_count = EXCLUDED.comment_count, comment_ids = EXCLUDED.comment_ids,
-                updated_at = now()""",
-        [a.to_json() for a in unique],
-    )
+                updated_at = now()"""
 
 
 async def get_many(conn: asyncpg.Connection, ids: Sequence[str]) -> dict[str, NormalizedArticle]:

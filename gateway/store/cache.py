@@ -9,6 +9,9 @@ from typing import Any
 
 import asyncpg
 
+from gateway.store.articles import upsert_sql
+from gateway.store.leases import CHANNEL
+
 
 @dataclass(frozen=True, slots=True)
 class CacheRow:
@@ -55,4 +58,41 @@ async def put_many(conn: asyncpg.Connection, rows: Sequence[CacheRow]) -> None:
         [r.fetched_at for r in rows],
         [r.etag for r in rows],
         [r.last_modified for r in rows],
+    )
+
+
+_PUT_REFRESHED = f"""
+    WITH cached AS (
+        INSERT INTO fetch_cache AS c (source_id, request_key, payload, fetched_at, etag, last_modified)
+        VALUES ($1::text, $2::text, $3::jsonb, $4, $5, $6)
+        ON CONFLICT (source_id, request_key) DO UPDATE SET
+            payload = EXCLUDED.payload, fetched_at = EXCLUDED.fetched_at,
+            etag = EXCLUDED.etag, last_modified = EXCLUDED.last_modified
+        WHERE c.fetched_at <= EXCLUDED.fetched_at
+    ), upserted AS (
+        {upsert_sql("CASE WHEN $7::boolean THEN $3::jsonb -> 'articles' END")}
+    ), released AS (
+        DELETE FROM fetch_leases WHERE source_id = $1 AND request_key = $2 AND holder = $8::text
+    )
+    SELECT pg_notify('{CHANNEL}', $1 || '|' || $2)"""
+
+
+async def put_refreshed(conn: asyncpg.Connection, row: CacheRow, *, with_articles: bool, holder: str | None) -> None:
+    """Everything a finished refresh writes, as one statement (one round-trip, one
+    transaction): the cache row; with ``with_articles``, the articles of
+    ``row.payload["articles"]`` (distinct ids, :meth:`NormalizedArticle.to_json`
+    objects; not after a 304: they have not changed); releasing ``holder``'s lease
+    (None: there was no lease); and the NOTIFY that wakes the processes waiting for
+    this row, delivered on commit. Other processes wait on this write, so it is one
+    round-trip rather than five (BEGIN, three statements, COMMIT) plus a release."""
+    await conn.execute(
+        _PUT_REFRESHED,
+        row.source_id,
+        row.request_key,
+        row.payload,
+        row.fetched_at,
+        row.etag,
+        row.last_modified,
+        with_articles,
+        holder,
     )
