@@ -88,6 +88,19 @@ LEASE_WAIT_S = 0.5  # longest wait for the database to grant or refuse a lease
 DB_READ_TIMEOUT_S = 1.0  # longest wait for a cache read before going upstream
 READ_YOUR_WRITES_WAIT_S = 0.5  # article(id:) waits this long at most for pending cache writes
 
+#: Every statement SourceService runs, prepared on each pooled connection when it
+#: opens (see GatewayConnection.cache_statements).
+STATEMENTS = (
+    lease_queries.READ_AND_TRY_ACQUIRE,
+    lease_queries.TRY_ACQUIRE,
+    lease_queries.PEER_STATE,
+    lease_queries.RELEASE,
+    cache_queries.GET_MANY,
+    cache_queries.PUT_REFRESHED,
+    cache_queries.PUT_MANY,
+    article_queries.GET_MANY,
+)
+
 
 @dataclass(frozen=True, slots=True)
 class CachedFeed:

@@ -14,7 +14,7 @@ import httpx
 from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.clock import Clock, SystemClock
-from gateway.service import Parser, SourceService
+from gateway.service import STATEMENTS, Parser, SourceService
 from gateway.settings import Settings
 from gateway.store.db import Database
 from gateway.store.embedded import EmbeddedPostgres
@@ -54,13 +54,9 @@ class Services:
                 max_size=settings.db_pool_max,
                 connect_timeout_s=settings.db_connect_timeout_s,
                 command_timeout_s=settings.db_command_timeout_s,
+                setup=migrate,
+                prepare=STATEMENTS,
             )
-            try:
-                async with db.pool.acquire() as conn:
-                    await migrate(conn)
-            except BaseException:
-                await db.close()
-                raise
         except BaseException:
             if embedded is not None:
                 await embedded.stop()

@@ -122,6 +122,25 @@ async def test_a_refresh_costs_two_statements_and_ends_its_lease(
             assert cached and await conn.fetchval("SELECT count(*) FROM articles WHERE source_id = 'tech'") == cached
 
 
+async def test_pooled_connections_open_with_the_hot_statements_prepared(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    """A statement's first use on a connection would otherwise cost a Parse round-trip
+    first; under a burst that wait delayed the lease bid and the peer-awaited write."""
+    from gateway.service import STATEMENTS
+
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, three()[0])))) as gw:
+        pool = gw.services.db.pool
+        conns = [await pool.acquire() for _ in range(gw.services.settings.db_pool_min)]
+        try:
+            for conn in conns:
+                prepared = {r["statement"] for r in await conn.fetch("SELECT statement FROM pg_prepared_statements")}
+                assert set(STATEMENTS) <= prepared
+        finally:
+            for conn in conns:
+                await pool.release(conn)
+
+
 async def test_cache_listener_wakes_waiters_on_notify(database_url: str) -> None:
     import asyncpg
 

@@ -32,8 +32,11 @@ def upsert_sql(rows: str) -> str:
                 updated_at = now()"""
 
 
+GET_MANY = f"SELECT {_COLUMNS} FROM articles WHERE id = ANY($1::text[])"
+
+
 async def get_many(conn: asyncpg.Connection, ids: Sequence[str]) -> dict[str, NormalizedArticle]:
-    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM articles WHERE id = ANY($1::text[])", list(ids))
+    rows = await conn.fetch(GET_MANY, list(ids))
     return {
         r["id"]: NormalizedArticle(
             id=r["id"],

@@ -27,13 +27,14 @@ def row_of(r: asyncpg.Record) -> CacheRow:
     return CacheRow(r["source_id"], r["request_key"], r["payload"], r["fetched_at"], r["etag"], r["last_modified"])
 
 
+GET_MANY = (
+    "SELECT source_id, request_key, payload, fetched_at, etag, last_modified"
+    " FROM fetch_cache WHERE source_id = $1 AND request_key = ANY($2::text[])"
+)
+
+
 async def get_many(conn: asyncpg.Connection, source_id: str, keys: Sequence[str]) -> dict[str, CacheRow]:
-    rows = await conn.fetch(
-        "SELECT source_id, request_key, payload, fetched_at, etag, last_modified"
-        " FROM fetch_cache WHERE source_id = $1 AND request_key = ANY($2::text[])",
-        source_id,
-        list(keys),
-    )
+    rows = await conn.fetch(GET_MANY, source_id, list(keys))
     return {r["request_key"]: row_of(r) for r in rows}
 
 
@@ -41,17 +42,25 @@ async def get(conn: asyncpg.Connection, source_id: str, key: str) -> CacheRow | 
     return (await get_many(conn, source_id, [key])).get(key)
 
 
+#: An older ``fetched_at`` never overwrites a newer one (replicas race).
+_UPSERT = """INSERT INTO fetch_cache AS c (source_id, request_key, payload, fetched_at, etag, last_modified)
+           {rows}
+           ON CONFLICT (source_id, request_key) DO UPDATE SET
+               payload = EXCLUDED.payload, fetched_at = EXCLUDED.fetched_at,
+               etag = EXCLUDED.etag, last_modified = EXCLUDED.last_modified
+           WHERE c.fetched_at <= EXCLUDED.fetched_at"""
+
+PUT_MANY = _UPSERT.format(
+    rows="SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::text[], $6::text[])"
+)
+
+
 async def put_many(conn: asyncpg.Connection, rows: Sequence[CacheRow]) -> None:
     """Upsert rows; an older ``fetched_at`` never overwrites a newer one (replicas race)."""
     if not rows:
         return
     await conn.execute(
-        """INSERT INTO fetch_cache AS c (source_id, request_key, payload, fetched_at, etag, last_modified)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::text[], $6::text[])
-           ON CONFLICT (source_id, request_key) DO UPDATE SET
-               payload = EXCLUDED.payload, fetched_at = EXCLUDED.fetched_at,
-               etag = EXCLUDED.etag, last_modified = EXCLUDED.last_modified
-           WHERE c.fetched_at <= EXCLUDED.fetched_at""",
+        PUT_MANY,
         [r.source_id for r in rows],
         [r.request_key for r in rows],
         [r.payload for r in rows],
@@ -61,14 +70,9 @@ async def put_many(conn: asyncpg.Connection, rows: Sequence[CacheRow]) -> None:
     )
 
 
-_PUT_REFRESHED = f"""
+PUT_REFRESHED = f"""
     WITH cached AS (
-        INSERT INTO fetch_cache AS c (source_id, request_key, payload, fetched_at, etag, last_modified)
-        VALUES ($1::text, $2::text, $3::jsonb, $4, $5, $6)
-        ON CONFLICT (source_id, request_key) DO UPDATE SET
-            payload = EXCLUDED.payload, fetched_at = EXCLUDED.fetched_at,
-            etag = EXCLUDED.etag, last_modified = EXCLUDED.last_modified
-        WHERE c.fetched_at <= EXCLUDED.fetched_at
+        {_UPSERT.format(rows="VALUES ($1::text, $2::text, $3::jsonb, $4::timestamptz, $5::text, $6::text)")}
     ), upserted AS (
         {upsert_sql("CASE WHEN $7::boolean THEN $3::jsonb -> 'articles' END")}
     ), released AS (
@@ -86,7 +90,7 @@ async def put_refreshed(conn: asyncpg.Connection, row: CacheRow, *, with_article
     this row, delivered on commit. Other processes wait on this write, so it is one
     round-trip rather than five (BEGIN, three statements, COMMIT) plus a release."""
     await conn.execute(
-        _PUT_REFRESHED,
+        PUT_REFRESHED,
         row.source_id,
         row.request_key,
         row.payload,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -40,6 +40,19 @@ class GatewayConnection(asyncpg.Connection):
 
     def get_reset_query(self) -> str:
         return ""
+
+    async def cache_statements(self, queries: Iterable[str]) -> None:
+        """Prepare ``queries`` into asyncpg's statement cache now.
+
+        Otherwise a statement's first use on each connection costs two round-trips
+        (Parse/Describe, then Bind/Execute), and the first needs the event loop free
+        to read its answer: under a burst, that wait put the cache-read-and-lease bid
+        and the write other workers wait for several milliseconds behind the burst.
+        asyncpg's public ``prepare()`` returns a statement outside that cache, hence
+        ``_get_statement`` (what ``fetch``/``execute`` use); tests check the effect.
+        """
+        for query in queries:
+            await self._get_statement(query, None)
 
 
 def _is_stale_connection(exc: BaseException) -> bool:
@@ -85,8 +98,19 @@ class Database:
 
     @classmethod
     async def connect(
-        cls, url: str, *, min_size: int, max_size: int, connect_timeout_s: float, command_timeout_s: float
+        cls,
+        url: str,
+        *,
+        min_size: int,
+        max_size: int,
+        connect_timeout_s: float,
+        command_timeout_s: float,
+        setup: Callable[[asyncpg.Connection], Awaitable[object]] | None = None,
+        prepare: Sequence[str] = (),
     ) -> Database:
+        """Open the pool. ``setup`` (migrations) runs first, once, on a connection of
+        its own, so that every pooled connection can prepare the ``prepare``
+        statements when it opens (they name tables the migrations create)."""
         db: Database | None = None
 
         def on_query(record: Any) -> None:
@@ -95,15 +119,25 @@ class Database:
                 if db.query_log is not None:
                     db.query_log.append(record.query)
 
-        async def init(conn: asyncpg.Connection) -> None:
+        async def init(conn: GatewayConnection) -> None:
             await conn.set_type_codec("jsonb", encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
             # asyncpg introspects array types on first use (three extra statements);
             # do it here, at connect time, not in the middle of somebody's request.
             await conn.fetchrow(
                 "SELECT $1::text[], $2::bigint[], $3::jsonb[], $4::timestamptz[]", [], [], [], []
             )
+            await conn.cache_statements(prepare)
             conn.add_query_logger(on_query)
 
+        if setup is not None:
+            try:
+                first = await asyncpg.connect(url, timeout=connect_timeout_s, command_timeout=command_timeout_s)
+            except (OSError, asyncpg.PostgresError, asyncpg.exceptions.InterfaceError, TimeoutError) as exc:
+                raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+            try:
+                await setup(first)
+            finally:
+                await first.close()
         try:
             pool = await asyncpg.create_pool(
                 url,
