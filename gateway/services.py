@@ -3,8 +3,6 @@ there: database (embedded or not), HTTP client, bulkheads, breakers, the source 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -35,7 +33,6 @@ class Services:
     source_service: SourceService
     clock: Clock
     started_mono: float
-    _warmup: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(
@@ -81,14 +78,20 @@ class Services:
         )
         services = cls(settings, db, embedded, upstream, breakers, service, clock, time.monotonic())
         if any(s.kind == "feed" for s in settings.sources):
-            # Feeds can be megabytes: have the parser process ready before the first one.
-            services._warmup = asyncio.create_task(service.parser.start(), name="gateway-parser-warmup")
+            # Feeds can be megabytes: the parser process must be up before the first
+            # one, and before this worker says it is ready. Started in the background,
+            # it competed for the CPU with the first requests: with 3 workers on 2
+            # cores, still starting 130 ms into a benchmark's first burst.
+            try:
+                await service.parser.start()
+            except Exception as exc:  # noqa: BLE001 - parsing still works; big feeds retry the pool
+                log.warning("the parser process did not start (%s); big feeds will start it on demand", exc)
+            except BaseException:
+                await services.aclose()
+                raise
         return services
 
     async def aclose(self) -> None:
-        if self._warmup is not None:
-            with contextlib.suppress(Exception):
-                await self._warmup
         await self.source_service.aclose()
         if self.source_service.listener is not None:
             await self.source_service.listener.aclose()
