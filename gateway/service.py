@@ -37,6 +37,7 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 import asyncpg
+from aiodataloader import DataLoader
 
 from gateway.errors import (
     BadPayload,
@@ -91,7 +92,7 @@ READ_YOUR_WRITES_WAIT_S = 0.5  # article(id:) waits this long at most for pendin
 #: Every statement SourceService runs, prepared on each pooled connection when it
 #: opens (see GatewayConnection.cache_statements).
 STATEMENTS = (
-    lease_queries.READ_AND_TRY_ACQUIRE,
+    lease_queries.READ_AND_TRY_ACQUIRE_MANY,
     lease_queries.TRY_ACQUIRE,
     lease_queries.PEER_STATE,
     lease_queries.RELEASE,
@@ -354,6 +355,28 @@ class _SourceIO:
         return usable
 
 
+class _LeaseBids(DataLoader[tuple[str, str], "tuple[asyncpg.Record | None, bool]"]):
+    """Cache reads and lease bids for cold keys, batched across the process: the keys
+    that go cold in the same loop turn (one query over several sources, or several
+    requests at once) share one statement: one round-trip and one commit instead of
+    one per key, which under a cold stampede is also fewer backends waking at once.
+    No cache: every load is a fresh read (the per-key singleflight in front of this
+    already makes one load per key at a time)."""
+
+    def __init__(self, service: SourceService) -> None:
+        super().__init__(cache=False)
+        self._service = service
+
+    async def batch_load_fn(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> list[tuple[asyncpg.Record | None, bool] | Exception]:
+        try:
+            found = await self._service._read_and_lease_many(keys)
+        except DatabaseUnavailable as exc:
+            return [exc for _ in keys]
+        return [found[k] for k in keys]
+
+
 class _Unknown:
     """No lease bid made yet (distinct from None: no database to bid with)."""
 
@@ -387,6 +410,7 @@ class SourceService:
     _resolves: SingleFlight[tuple[SourceStatus, CachedFeed]] = field(default_factory=SingleFlight)
     _tasks: set[asyncio.Future[None]] = field(default_factory=set)  # write-behind
     _item_flights: SingleFlight[HNItem | None] = field(default_factory=SingleFlight)
+    _bids: _LeaseBids | None = None
 
     def __post_init__(self) -> None:
         self._memory = LRU(self.settings.memory_cache_entries)
@@ -504,15 +528,23 @@ class SourceService:
     async def _read_cache_and_lease(self, source: SourceConfig, key: str) -> tuple[CachedFeed | None, bool | None]:
         if self.db is None or not self.db.available:
             return None, None
-        ttl = self.settings.request_deadline_ms / 1000 + LEASE_MARGIN_S
+        if self._bids is None:  # built here, inside the running loop it belongs to
+            self._bids = _LeaseBids(self)
         try:
-            row, acquired = await self.db.run(
-                lambda conn: lease_queries.read_and_try_acquire(conn, source.id, key, self.holder_id, ttl),
-                timeout_s=DB_READ_TIMEOUT_S,
-            )
+            row, acquired = await self._bids.load((source.id, key))
         except DatabaseUnavailable:
             return None, None
         return (CachedFeed.from_row(cache_queries.row_of(row)) if row is not None else None), acquired
+
+    async def _read_and_lease_many(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[asyncpg.Record | None, bool]]:
+        assert self.db is not None
+        ttl = self.settings.request_deadline_ms / 1000 + LEASE_MARGIN_S
+        return await self.db.run(
+            lambda conn: lease_queries.read_and_try_acquire_many(conn, keys, self.holder_id, ttl),
+            timeout_s=DB_READ_TIMEOUT_S,
+        )
 
     async def _read_cache(self, source: SourceConfig, key: str) -> CachedFeed | None:
         if self.db is None or not self.db.available:

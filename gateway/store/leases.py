@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 
 #: NOTIFY channel announcing "source_id|request_key" after a cache write commits.
@@ -48,18 +50,35 @@ async def peer_state(
     return (row if row["source_id"] is not None else None), bool(row["held"])
 
 
-READ_AND_TRY_ACQUIRE = f"""WITH lease AS ({TRY_ACQUIRE})
-           SELECT c.source_id, c.request_key, c.payload, c.fetched_at, c.etag, c.last_modified,
-                  EXISTS (SELECT 1 FROM lease) AS acquired
-           FROM (SELECT 1) AS one
-           LEFT JOIN fetch_cache c ON c.source_id = $1 AND c.request_key = $2"""
+READ_AND_TRY_ACQUIRE_MANY = """
+    WITH wanted AS (
+        SELECT * FROM unnest($1::text[], $2::text[]) AS w(source_id, request_key)
+    ), lease AS (
+        INSERT INTO fetch_leases AS l (source_id, request_key, holder, expires_at)
+        SELECT source_id, request_key, $3, now() + make_interval(secs => $4) FROM wanted
+        -- one lock order for every process bidding for overlapping sets: no deadlocks
+        ORDER BY source_id, request_key
+        ON CONFLICT (source_id, request_key) DO UPDATE
+            SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+            WHERE l.expires_at < now() OR l.holder = EXCLUDED.holder
+        RETURNING source_id, request_key)
+    SELECT w.source_id, w.request_key, c.payload, c.fetched_at, c.etag, c.last_modified,
+           c.source_id IS NOT NULL AS cached,
+           EXISTS (SELECT 1 FROM lease
+                   WHERE lease.source_id = w.source_id AND lease.request_key = w.request_key) AS acquired
+    FROM wanted w
+    LEFT JOIN fetch_cache c ON c.source_id = w.source_id AND c.request_key = w.request_key"""
 
 
-async def read_and_try_acquire(
-    conn: asyncpg.Connection, source_id: str, key: str, holder: str, ttl_s: float
-) -> tuple[asyncpg.Record | None, bool]:
-    """The cache row (if any) and whether we took the lease, in one round-trip: on a
-    cold key the caller would otherwise wait for two in a row before going upstream."""
-    row = await conn.fetchrow(READ_AND_TRY_ACQUIRE, source_id, key, holder, ttl_s)
-    assert row is not None
-    return (row if row["source_id"] is not None else None), bool(row["acquired"])
+async def read_and_try_acquire_many(
+    conn: asyncpg.Connection, keys: Sequence[tuple[str, str]], holder: str, ttl_s: float
+) -> dict[tuple[str, str], tuple[asyncpg.Record | None, bool]]:
+    """For each distinct (source_id, request_key): its cache row (if any) and whether
+    we took its refresh lease, all in one statement: on cold keys the caller would
+    otherwise wait for two round-trips in a row before going upstream, and keys that
+    go cold together (one query over several sources) share the one."""
+    unique = list(dict.fromkeys(keys))
+    rows = await conn.fetch(
+        READ_AND_TRY_ACQUIRE_MANY, [s for s, _ in unique], [k for _, k in unique], holder, ttl_s
+    )
+    return {(r["source_id"], r["request_key"]): (r if r["cached"] else None, r["acquired"]) for r in rows}
