@@ -70,7 +70,21 @@ _WHITESPACE = re.compile(r"\s+")
 _SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 # nh3 output is normalised (lower-case tags, balanced), so a plain regex finds <pre>.
 _PRE_BLOCK = re.compile(r"(<pre>.*?</pre>)", re.DOTALL)
-_TAG = re.compile(r"<[^>]*>")
+# Matches (in full) exactly the strings for which ``re.sub(r"<[^>]*>", "", s).strip()``
+# is empty: nothing but tags and whitespace. Scanning from the left, a "<" can only
+# start a tag (up to the first ">", as in re.sub) and anything else must be whitespace,
+# so both tokenise the string the same way. Possessive: no backtracking.
+_ONLY_TAGS = re.compile(r"(?:<[^>]*>|\s)*+")
+
+
+def _collapse_whitespace(text: str) -> str:
+    """``_WHITESPACE.sub(" ", text).strip()``, without a regex call per space.
+
+    Exact: ``str.split()`` cuts at runs of the characters ``str.isspace()`` accepts,
+    which are exactly those ``\\s`` matches in a str pattern (both use
+    ``Py_UNICODE_ISSPACE``), and drops the empty ends, as ``strip()`` would.
+    """
+    return " ".join(text.split())
 
 
 def http_url(value: object) -> str | None:
@@ -194,17 +208,20 @@ def sanitize_html(html_text: str | None, *, max_length: int = SUMMARY_MAX_LENGTH
     if not isinstance(html_text, str) or not html_text.strip():
         return None
     cleaned = _HTML_CLEANER.clean(strip_controls(html_text))
-    cleaned = "".join(
-        part if i % 2 else _WHITESPACE.sub(" ", part)
-        for i, part in enumerate(_PRE_BLOCK.split(cleaned))
-    ).strip()
+    if "<pre>" in cleaned:
+        cleaned = "".join(
+            part if i % 2 else _WHITESPACE.sub(" ", part)
+            for i, part in enumerate(_PRE_BLOCK.split(cleaned))
+        ).strip()
+    else:  # the usual case: no <pre> block, so the split above would be [cleaned]
+        cleaned = _collapse_whitespace(cleaned)
     # Tags alone (an empty <p>, a stripped <img>) are not a summary. A regex suffices to
     # find text in nh3's normalised output.
-    if not _TAG.sub("", cleaned).strip():
+    if _ONLY_TAGS.fullmatch(cleaned):
         return None
     if len(cleaned) <= max_length:
         return cleaned
-    text = _WHITESPACE.sub(" ", html.unescape(_TEXT_CLEANER.clean(cleaned))).strip()
+    text = _collapse_whitespace(html.unescape(_TEXT_CLEANER.clean(cleaned)))
     escaped = html.escape(text, quote=False)
     if len(escaped) <= max_length:
         return escaped
@@ -235,7 +252,7 @@ def clean_text(value: object, *, max_length: int) -> str | None:
     value = strip_controls(value)
     if "<" in value or "&" in value:  # the common case needs no HTML parsing
         value = html.unescape(_TEXT_CLEANER.clean(value))
-    text = _WHITESPACE.sub(" ", value).strip()
+    text = _collapse_whitespace(value)
     if not text:
         return None
     if len(text) <= max_length:
