@@ -14,8 +14,8 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
-from urllib.parse import SplitResult, urlsplit
+from typing import NamedTuple, TypeVar
+from urllib.parse import urlsplit
 
 import nh3
 
@@ -68,6 +68,13 @@ _TEXT_CLEANER = nh3.Cleaner(tags=set(), clean_content_tags=_DROP_CONTENT_TAGS)
 
 _WHITESPACE = re.compile(r"\s+")
 _SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+# "http(s)://" and a plain host name (ASCII letters, digits, dots and hyphens only: no
+# userinfo, port, IP literal or IDN), then the end or "/", "?" or "#". On such a URL
+# (already free of spaces and controls) urlsplit lower-cases the scheme, takes the
+# host as the netloc, cuts the fragment at the first "#" and then the query at the
+# first "?"; its port is None and its hostname the lower-cased host. ASCII flag: a
+# Unicode IGNORECASE would let "ſ" match "s".
+_PLAIN_HTTP_URL = re.compile(r"(?P<scheme>https?)://(?P<host>[a-z0-9.-]+)(?=[/?#]|\Z)", re.ASCII | re.IGNORECASE)
 # nh3 output is normalised (lower-case tags, balanced), so a plain regex finds <pre>.
 _PRE_BLOCK = re.compile(r"(<pre>.*?</pre>)", re.DOTALL)
 # Matches (in full) exactly the strings for which ``re.sub(r"<[^>]*>", "", s).strip()``
@@ -89,25 +96,55 @@ def _collapse_whitespace(text: str) -> str:
 
 def http_url(value: object) -> str | None:
     """Return ``value`` stripped if it is an absolute http(s) URL with a host, else None."""
-    split = _split_http_url(value)
-    return split[0] if split else None
+    url = _stripped_url(value)
+    if url is None or not (_PLAIN_HTTP_URL.match(url) or _urlsplit_http(url)):
+        return None
+    return url
 
 
-def _split_http_url(value: object) -> tuple[str, SplitResult, int | None] | None:
-    """(stripped URL, its parts, its port) for an absolute http(s) URL, else None."""
+class _UrlParts(NamedTuple):
+    """What canonical_url needs of an absolute http(s) URL (as urlsplit reads it)."""
+
+    scheme: str  # lower-cased
+    userinfo: str  # "" if none
+    host: str  # lower-cased; an IPv6 literal without its brackets
+    port: int | None
+    path: str
+    query: str
+
+
+def _stripped_url(value: object) -> str | None:
+    """``value`` stripped, if it is a string that could be a URL: not empty, not too
+    long, no spaces or control characters inside."""
     if not isinstance(value, str):
         return None
     url = value.strip()
     if not url or len(url) > URL_MAX_LENGTH or _SPACE_OR_CONTROL.search(url):
         return None
+    return url
+
+
+def _split_http_url(url: str) -> _UrlParts | None:
+    """The parts of a stripped absolute http(s) URL with a host, else None."""
+    if plain := _PLAIN_HTTP_URL.match(url):
+        # Nearly every article URL: skip urlsplit and its port and hostname properties,
+        # which each parse the netloc again (see _PLAIN_HTTP_URL for why this is exact).
+        path, _, query = url[plain.end() :].partition("#")[0].partition("?")
+        return _UrlParts(plain["scheme"].lower(), "", plain["host"].lower(), None, path, query)
+    return _urlsplit_http(url)
+
+
+def _urlsplit_http(url: str) -> _UrlParts | None:
     try:
         parts = urlsplit(url)
         port = parts.port  # raises ValueError for a malformed port
     except ValueError:
         return None
-    if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname:
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
         return None
-    return url, parts, port
+    userinfo, _, _ = parts.netloc.rpartition("@")
+    return _UrlParts(scheme, userinfo, parts.hostname, port, parts.path, parts.query)
 
 
 def canonical_url(url: str) -> str | None:
@@ -117,28 +154,28 @@ def canonical_url(url: str) -> str | None:
     parameters, sorts the remaining query parameters and strips a trailing slash
     (except the root). The scheme is kept; :func:`article_id` ignores it.
     """
-    split = _split_http_url(url)
-    if split is None:
+    stripped = _stripped_url(url)
+    parts = _split_http_url(stripped) if stripped is not None else None
+    if parts is None:
         return None
-    _, parts, port = split
-    scheme = parts.scheme.lower()
-    host = parts.hostname or ""  # already lower-cased by urlsplit
+    host = parts.host  # already lower-cased by urlsplit
     if ":" in host:  # IPv6 literal: urlsplit removed the brackets
         host = f"[{host}]"
-    userinfo, _, _ = parts.netloc.rpartition("@")
-    netloc = f"{userinfo}@{host}" if userinfo else host
-    if port is not None and port != _DEFAULT_PORTS[scheme]:
-        netloc = f"{netloc}:{port}"
+    netloc = f"{parts.userinfo}@{host}" if parts.userinfo else host
+    if parts.port is not None and parts.port != _DEFAULT_PORTS[parts.scheme]:
+        netloc = f"{netloc}:{parts.port}"
     path = parts.path.rstrip("/") or "/"
     # Work on the raw "k=v" pairs so values are never re-encoded (which could change
     # what the server sees); only the decision to drop one looks at its name.
-    params = sorted(
-        pair
-        for pair in parts.query.split("&")
-        if pair and not _is_tracking_param(pair.partition("=")[0])
-    )
-    query = f"?{'&'.join(params)}" if params else ""
-    return f"{scheme}://{netloc}{path}{query}"
+    query = ""
+    if parts.query:
+        params = sorted(
+            pair
+            for pair in parts.query.split("&")
+            if pair and not _is_tracking_param(pair.partition("=")[0])
+        )
+        query = f"?{'&'.join(params)}" if params else ""
+    return f"{parts.scheme}://{netloc}{path}{query}"
 
 
 def _is_tracking_param(name: str) -> bool:
