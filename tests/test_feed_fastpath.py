@@ -1,4 +1,4 @@
-"""The feed parser's fast path (defusedxml ElementTree) against feedparser.
+"""The feed parser's fast path (ElementTree, defusedxml's guards) against feedparser.
 
 ``parse_feed`` tries ``_fast_parse`` first and falls back to ``_parse_with_feedparser``.
 The fast path promises the *same* ``Parsed`` (articles, order, every field, dropped
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from defusedxml.common import DTDForbidden
 
 from gateway.demo.server import DemoServer
 from gateway.errors import BadPayload
@@ -413,11 +414,29 @@ def _quadratic_blowup() -> bytes:
     ],
 )
 def test_entity_expansion_is_refused_quickly(body: bytes) -> None:
-    assert _fast_parse(body, "src") is None  # defusedxml refuses the DTD
+    assert _fast_parse(body, "src") is None  # the DTD is refused (defusedxml's guard)
     start = time.perf_counter()
     with pytest.raises(BadPayload, match="entity expansion"):
         parse_feed(body, "src")
     assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    "doctype",
+    [
+        '<!DOCTYPE rss [<!ENTITY a "b">]>',
+        '<!DOCTYPE rss SYSTEM "http://127.0.0.1:9/rss.dtd">',
+        '<!DOCTYPE rss PUBLIC "-//Netscape Communications//DTD RSS 0.91//EN" "rss-0.91.dtd">',
+        "<!DOCTYPE rss>",
+    ],
+)
+def test_fast_path_parser_refuses_any_dtd(doctype: str) -> None:
+    # The fast path drives expat itself (for speed) but with defusedxml's guards: the
+    # DOCTYPE is refused as soon as it starts, whatever it declares or references.
+    body = _rss_doc(f"<item><title>T</title>{_LINK}</item>", head=f'<?xml version="1.0"?>\n{doctype}\n')
+    with pytest.raises(DTDForbidden):
+        feed._parse_xml(body)
+    assert _fast_parse(body, "src") is None
 
 
 def test_external_entities_are_never_resolved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
