@@ -394,6 +394,9 @@ if _FAST_PATH_AVAILABLE:
     )
 
 
+_NOT_PARSED: Any = object()
+
+
 class _Unsupported(Exception):
     """The fast path cannot promise feedparser's result for this document."""
 
@@ -613,6 +616,8 @@ class _Document:
                     # <content:encoded> "dc_encoded". Too clever by half; let it decide.
                     raise _Unsupported(f"prefix {prefix!r} bound to another known namespace")
         self._names: dict[str, tuple[str, ...]] = {}
+        self._handlers: dict[str, _Handler] = {}  # see _children
+        self._dates: dict[str, time.struct_time | None] = {}  # see date
 
     def _std_prefix(self, namespace: str) -> str | None:
         """feedparser's standard prefix for a namespace URI ('' for RSS/Atom), or None."""
@@ -646,6 +651,15 @@ class _Document:
             for mapped in (prefix, self._namespacemap.get(prefix, prefix)):
                 names.add(f"{mapped}_{local}" if mapped else local)
         return tuple(sorted(names))
+
+    def date(self, value: str) -> time.struct_time | None:
+        """feedparser's reading of a date. Remembered: an Atom entry's <published> and
+        <updated> are often the same string. (struct_time is immutable, so sharing one
+        between entries is safe.)"""
+        parsed = self._dates.get(value, _NOT_PARSED)
+        if parsed is _NOT_PARSED:
+            parsed = self._dates[value] = _feed_date(value)
+        return parsed
 
     def attrs(self, el: Element, *, strict: bool = True) -> dict[str, str]:
         """An element's attributes as feedparser's handlers see them: lower-cased names
@@ -763,31 +777,35 @@ class _Document:
         return entry
 
     def _children(self, parent: Element, entry: dict[str, Any], seen: set[str]) -> None:
+        handlers = self._handlers
         for child in parent:
             _check_base(child)
-            names = self.names(child.tag)
-            handler = _ENTRY_HANDLERS.get(names[0]) if len(names) == 1 else None
-            if handler is not None:
-                handler(self, child, entry, seen)
-            elif len(names) == 1 and names[0] in _HARMLESS_HANDLERS:
-                if len(child):
-                    raise _Unsupported(f"children in <{child.tag}>")
-            else:
-                self._inert(child, names)
+            tag = child.tag
+            handler = handlers.get(tag)
+            if handler is None:
+                handler = handlers[tag] = self._entry_handler(tag)
+            handler(self, child, entry, seen)
 
-    def _inert(self, el: Element, names: tuple[str, ...]) -> None:
-        """An element feedparser just stores under its own name: fine unless it has a
-        handler, children, or a name that lands on a key we read."""
-        if len(el):
-            raise _Unsupported(f"children in <{el.tag}>")
+    def _entry_handler(self, tag: str) -> _Handler:
+        """What an element of this name inside an entry calls for (the same for every
+        element of the name, so _children looks it up once per name and document)."""
+        names = self.names(tag)
+        if len(names) == 1:
+            if handler := _ENTRY_HANDLERS.get(names[0]):
+                return handler
+            if names[0] in _HARMLESS_HANDLERS:
+                return _on_leaf
+        # An element feedparser just stores under its own name: fine unless it has a
+        # handler, children, or a name that lands on a key we read.
         for name in names:
             if name in _FP_HANDLERS:
-                raise _Unsupported(f"<{el.tag}> ({name}) is not emulated")
+                return _unsupported(f"<{tag}> ({name}) is not emulated")
             key = _FP_KEYMAP.get(name, name)
             if isinstance(key, list):
                 key = key[0]
             if key in _PROTECTED_KEYS:
-                raise _Unsupported(f"<{el.tag}> would overwrite {key!r}")
+                return _unsupported(f"<{tag}> would overwrite {key!r}")
+        return _on_leaf
 
     def _construct(self, el: Element, default_type: str, *, typed: bool = True) -> tuple[str, str]:
         """(content type, text) of a text construct (title, description, content...).
@@ -947,7 +965,7 @@ def _date_handler(key: str) -> _Handler:
         _once(seen, key)
         value = _pop_text(_leaf_text(el))
         entry[key] = value
-        entry[f"{key}_parsed"] = _feed_date(value)
+        entry[f"{key}_parsed"] = doc.date(value)
 
     return handle
 
@@ -978,7 +996,9 @@ def _on_link(doc: _Document, el: Element, entry: dict[str, Any], seen: set[str])
         if attrs["rel"] == "alternate" and _map_content_type(attrs["type"]) in _HTML_TYPES:
             entry["link"] = attrs["href"]
         return
-    value = _LINK_ENTITY.sub(r"&\g<1>", _pop_text(text, resolve=True).replace("&amp;", "&"))
+    value = _pop_text(text, resolve=True)
+    if "&" in value:  # else neither substitution can match (and re.sub with a template is slow)
+        value = _LINK_ENTITY.sub(r"&\g<1>", value.replace("&amp;", "&"))
     entry["link"] = value
     if value:
         link["href"] = value
@@ -1006,6 +1026,19 @@ def _on_media_thumbnail(doc: _Document, el: Element, entry: dict[str, Any], seen
 
 def _on_media_group(doc: _Document, el: Element, entry: dict[str, Any], seen: set[str]) -> None:
     doc._children(el, entry, seen)  # feedparser treats the group as transparent
+
+
+def _on_leaf(doc: _Document, el: Element, entry: dict[str, Any], seen: set[str]) -> None:
+    # Elements whose handler (if any) touches nothing _parse_entry reads, as long as
+    # they have no children.
+    _leaf_text(el)
+
+
+def _unsupported(reason: str) -> _Handler:
+    def handle(doc: _Document, el: Element, entry: dict[str, Any], seen: set[str]) -> None:
+        raise _Unsupported(reason)
+
+    return handle
 
 
 _ENTRY_HANDLERS: dict[str, _Handler] = {
