@@ -374,6 +374,9 @@ if _FAST_PATH_AVAILABLE:
     _STD_PREFIXES: dict[str, str] = {uri.lower(): prefix for uri, prefix in _FP_NAMESPACES.items()}
     _STD_NAMES: frozenset[str] = frozenset(prefix.lower() for prefix in _FP_NAMESPACES.values() if prefix)
 
+    # The characters the cp1252 repair maps: translating text without any is a no-op.
+    _FP_CP1252_KEYS = re.compile(f"[{''.join(re.escape(chr(key)) for key in _FP_CP1252)}]")
+
     # Dates: see _feed_date. The names are those feedparser's RFC 822 handler knows (it
     # lower-cases the date first), in their usual capitalisation.
     def _alternatives(names: Iterable[str]) -> str:
@@ -507,7 +510,8 @@ def _pop_text(raw: str, *, resolve: bool = False) -> str:
             text = text.encode("iso-8859-1").decode("utf-8")
         except (UnicodeEncodeError, UnicodeDecodeError):
             pass
-        text = text.translate(_FP_CP1252)
+        if _FP_CP1252_KEYS.search(text):  # str.translate is slow on non-ASCII text
+            text = text.translate(_FP_CP1252)
     return text
 
 
