@@ -29,6 +29,8 @@ from gateway.sources.normalize import (
 REMOVED_PLACEHOLDER = "[Removed]"
 
 _STRING_FIELDS = ("author", "title", "description", "url", "urlToImage", "publishedAt", "content")
+_STR_OR_NONE = (str, type(None))
+_DICT_OR_NONE = (dict, type(None))
 
 
 
@@ -68,9 +70,9 @@ def _parse_row(row: object, source_id: str) -> NormalizedArticle:
     if not isinstance(row, dict):
         raise BadRow
     for key in _STRING_FIELDS:
-        if not isinstance(row.get(key), (str, type(None))):
+        if not isinstance(row.get(key), _STR_OR_NONE):
             raise BadRow
-    if not isinstance(row.get("source"), (dict, type(None))):
+    if not isinstance(row.get("source"), _DICT_OR_NONE):
         raise BadRow
 
     title = clean_text(row.get("title"), max_length=TITLE_MAX_LENGTH)
