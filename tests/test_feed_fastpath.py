@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from defusedxml.common import DTDForbidden
+from feedparser.datetimes import _parse_date as _fp_parse_date
 
 from gateway.demo.server import DemoServer
 from gateway.errors import BadPayload
@@ -464,6 +465,35 @@ def test_harmless_entity_declarations_still_parse() -> None:
     body = _rss_doc(f"<item><title>a&nbsp;b &copy; 2024</title>{_LINK}</item>", head=dtd)
     assert_parity(body, fast=False)
     assert parse_feed(body, "src").articles[0].title == "a b \u00a9 2024"
+
+
+def _usual_dates() -> list[str]:
+    rng = random.Random("feed-dates")
+    days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+    zones = ["GMT", "UT", "Z", "EST", "EDT", "CST", "PDT", "MEST", "A", "Y", "+0000", "-0000", "+0530", "-1200", "+9959"]
+    offsets = ["Z", "z", "+00:00", "-00:00", "+05:30", "-08:00", "+14:00", "+99:59"]
+    dates = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2024-02-30T00:00:00Z", "2023-12-31T23:59:60Z",
+             "2024-01-02T24:00:00Z", "2024-01-02T03:04:59.99999999999999999Z", "Sun, 31 Dec 2023 23:59:60 GMT",
+             "Fri, 30 Feb 2024 00:00:00 GMT", "1 Oct 2024 00:00:00 +0000", "Mon, 01 Jan 0001 00:00:00 +0100",
+             "Fri, 31 Dec 9999 23:59:59 -0100", "2024-01-02t03:04:05+0100", "Tue, 2 Jan 24 03:04:05 GMT"]  # fmt: skip
+    for _ in range(3000):
+        y, mo, d = rng.randrange(1, 10000), rng.randrange(1, 13), rng.randrange(1, 32)
+        h, mi, sec = rng.randrange(0, 25), rng.randrange(0, 61), rng.randrange(0, 61)
+        frac = rng.choice(["", "", ".5", ".123456", ".9999999"])
+        dates.append(f"{y:04d}-{mo:02d}-{d:02d}{rng.choice('Tt')}{h:02d}:{mi:02d}:{sec:02d}{frac}{rng.choice(offsets)}")
+        weekday = f"{rng.choice(days)}, " if rng.random() < 0.8 else ""
+        day = f"{d:02d}" if rng.random() < 0.5 else str(d)
+        dates.append(f"{weekday}{day} {months[mo - 1]} {y:04d} {h:02d}:{mi:02d}:{sec:02d} {rng.choice(zones)}")
+    return dates
+
+
+def test_usual_dates_are_read_as_feedparser_reads_them() -> None:
+    # _feed_date repeats, for the usual W3DTF and RFC 822 shapes, what the feedparser
+    # handler that answers for them computes; anything else goes to feedparser itself.
+    dates = _usual_dates()
+    assert sum(1 for d in dates if feed._W3DTF_DATE.fullmatch(d) or feed._RFC822_DATE.fullmatch(d)) > 0.95 * len(dates)
+    assert [feed._feed_date(d) for d in dates] == [_fp_parse_date(d) for d in dates]
 
 
 def test_published_dates_match_feedparser_to_the_second() -> None:

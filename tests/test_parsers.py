@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,6 +16,11 @@ from gateway.sources.feed import parse_feed
 from gateway.sources.hackernews import parse_item, parse_topstories, story_to_article
 from gateway.sources.newsapi import parse_newsapi
 from gateway.sources.normalize import (
+    _ONLY_TAGS,
+    _PLAIN_HTTP_URL,
+    _collapse_whitespace,
+    _split_http_url,
+    _urlsplit_http,
     article_id,
     canonical_url,
     clean_text,
@@ -243,6 +249,38 @@ def test_clean_text() -> None:
     assert len(clean_text("x" * 50, max_length=10) or "") == 10
     for empty in (None, "", "   ", "<b></b>", 12, ["t"]):
         assert clean_text(empty, max_length=10) is None
+
+
+def test_whitespace_collapsing_matches_the_regex_for_every_character() -> None:
+    # _collapse_whitespace (str.split) stands in for re.sub(r"\s+", " ", s).strip().
+    text = "".join(f"a{chr(c)}{chr(c)}b " for c in range(0x110000))
+    assert _collapse_whitespace(text) == re.sub(r"\s+", " ", text).strip()
+
+
+@pytest.mark.parametrize(
+    "html",
+    ["", " ", "<p></p>", "<p> </p>\n<br>", "<p>x</p>", "<", "a", "<p", "<p>>", "> ", "<a><", "\u00a0<b>\u2003</b>"],
+)
+def test_only_tags_check_matches_removing_tags(html: str) -> None:
+    assert (_ONLY_TAGS.fullmatch(html) is not None) == (not re.sub(r"<[^>]*>", "", html).strip())
+
+
+_PLAIN_URLS = [
+    f"{scheme}://{host}{rest}"
+    for scheme in ("http", "https", "HTTP", "hTtPs")
+    for host in ("e.example", "E.Example", "a-b.c", "x", "1.2.3.4", "..", "-")
+    for rest in (
+        "", "/", "/a/b/", "?", "?a=1&b=2", "#f", "/p?q#f", "/p#f?q", "?q#f?g", "/%2F?x=%20", "/\u00e9",
+        "//x", "#", "/a:b@c", "/[x]", "?utm_source=x&B=2&a=1",
+    )
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("url", _PLAIN_URLS)
+def test_plain_url_shortcut_reads_urls_as_urlsplit_does(url: str) -> None:
+    # _split_http_url skips urlsplit for a bare host name; it must get the same parts.
+    assert _PLAIN_HTTP_URL.match(url)
+    assert _split_http_url(url) == _urlsplit_http(url) is not None
 
 
 # --------------------------------------------------------------------------- NewsAPI
