@@ -397,9 +397,6 @@ if _FAST_PATH_AVAILABLE:
     )
 
 
-_NOT_PARSED: Any = object()
-
-
 class _Unsupported(Exception):
     """The fast path cannot promise feedparser's result for this document."""
 
@@ -467,9 +464,14 @@ def _forbid_dtd(name: str, sysid: str | None, pubid: str | None, has_internal_su
 
 
 def _forbid_entity(
-    name: str, is_parameter: bool, value: str | None, base: str | None, sysid: str | None, pubid: str | None,
+    name: str,
+    is_parameter: bool,
+    value: str | None,
+    base: str | None,
+    sysid: str | None,
+    pubid: str | None,
     notation_name: str | None,
-) -> None:  # fmt: skip
+) -> None:
     raise EntitiesForbidden(name, value, base, sysid, pubid, notation_name)
 
 
@@ -535,9 +537,10 @@ def _feed_date(value: str) -> time.struct_time | None:
     * ``2024-01-02T03:04:05Z``, ``...05.123+01:00``: the W3DTF handler reads it (and
       truncates the fraction, ``int(float(seconds))``).
     * ``Tue, 02 Jan 2024 03:04:05 GMT``, ``2 Jan 2024 03:04:05 -0500``: the W3DTF
-      handler declines it (it wants four digits before a "-", then a "t": here the
-      text before the first "-" or "t" is a day, a day name, "sa" or "1 oc", never a
-      4-digit number), and the RFC 822 handler reads it, known zone names included.
+      handler declines it (what it takes for the year, the text before the first "t"
+      or else the first word, up to any "-", is here a day number, "mon,", "sa", "1 oc"
+      or longer, never four digits), and the RFC 822 handler reads it, zone names
+      included.
     """
     try:
         if match := _W3DTF_DATE.fullmatch(value):
@@ -660,10 +663,10 @@ class _Document:
         """feedparser's reading of a date. Remembered: an Atom entry's <published> and
         <updated> are often the same string. (struct_time is immutable, so sharing one
         between entries is safe.)"""
-        parsed = self._dates.get(value, _NOT_PARSED)
-        if parsed is _NOT_PARSED:
-            parsed = self._dates[value] = _feed_date(value)
-        return parsed
+        dates = self._dates
+        if value not in dates:
+            dates[value] = _feed_date(value)
+        return dates[value]
 
     def attrs(self, el: Element, *, strict: bool = True) -> dict[str, str]:
         """An element's attributes as feedparser's handlers see them: lower-cased names
