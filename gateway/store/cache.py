@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from gateway.store.articles import upsert_sql
-from gateway.store.leases import CHANNEL
+from gateway.store.leases import ASYNC_COMMIT, CHANNEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +77,8 @@ PUT_REFRESHED = f"""
         {upsert_sql("CASE WHEN $7::boolean THEN $3::jsonb -> 'articles' END")}
     ), released AS (
         DELETE FROM fetch_leases WHERE source_id = $1 AND request_key = $2 AND holder = $8::text
-    )
-    SELECT pg_notify('{CHANNEL}', $1 || '|' || $2)"""
+    ), {ASYNC_COMMIT}
+    SELECT pg_notify('{CHANNEL}', $1 || '|' || $2) FROM async_commit"""
 
 
 async def put_refreshed(conn: asyncpg.Connection, row: CacheRow, *, with_articles: bool, holder: str | None) -> None:
@@ -88,7 +88,8 @@ async def put_refreshed(conn: asyncpg.Connection, row: CacheRow, *, with_article
     objects; not after a 304: they have not changed); releasing ``holder``'s lease
     (None: there was no lease); and the NOTIFY that wakes the processes waiting for
     this row, delivered on commit. Other processes wait on this write, so it is one
-    round-trip rather than five (BEGIN, three statements, COMMIT) plus a release."""
+    round-trip rather than five (BEGIN, three statements, COMMIT) plus a release, and
+    its commit does not wait for the WAL flush (see ``leases.ASYNC_COMMIT``)."""
     await conn.execute(
         PUT_REFRESHED,
         row.source_id,

@@ -9,6 +9,14 @@ import asyncpg
 #: NOTIFY channel announcing "source_id|request_key" after a cache write commits.
 CHANNEL = "gateway_cache"
 
+#: A CTE (to be referenced in FROM, or it is not evaluated) that lets its statement's
+#: own transaction commit without waiting for the WAL flush: SET LOCAL
+#: synchronous_commit = off, inside a single statement. What the refresh statements
+#: write (leases, cache rows, articles fetched from upstreams) may lose its last
+#: moments in a crash, never its consistency, and anything lost is fetched again; the
+#: processes waiting on a lease bid or a NOTIFY get the answer a flush sooner.
+ASYNC_COMMIT = "async_commit AS (SELECT set_config('synchronous_commit', 'off', true))"
+
 
 TRY_ACQUIRE = """INSERT INTO fetch_leases AS l (source_id, request_key, holder, expires_at)
            VALUES ($1, $2, $3, now() + make_interval(secs => $4))
@@ -50,7 +58,7 @@ async def peer_state(
     return (row if row["source_id"] is not None else None), bool(row["held"])
 
 
-READ_AND_TRY_ACQUIRE_MANY = """
+READ_AND_TRY_ACQUIRE_MANY = f"""
     WITH wanted AS (
         SELECT * FROM unnest($1::text[], $2::text[]) AS w(source_id, request_key)
     ), lease AS (
@@ -62,11 +70,12 @@ READ_AND_TRY_ACQUIRE_MANY = """
             SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
             WHERE l.expires_at < now() OR l.holder = EXCLUDED.holder
         RETURNING source_id, request_key)
+    , {ASYNC_COMMIT}
     SELECT w.source_id, w.request_key, c.payload, c.fetched_at, c.etag, c.last_modified,
            c.source_id IS NOT NULL AS cached,
            EXISTS (SELECT 1 FROM lease
                    WHERE lease.source_id = w.source_id AND lease.request_key = w.request_key) AS acquired
-    FROM wanted w
+    FROM async_commit, wanted w
     LEFT JOIN fetch_cache c ON c.source_id = w.source_id AND c.request_key = w.request_key"""
 
 
