@@ -77,6 +77,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import gc
 import itertools
 import logging
 import math
@@ -243,6 +244,8 @@ async def _loadgen(cfg: dict[str, Any]) -> int:
 
             tasks = [asyncio.ensure_future(shot()) for _ in range(concurrency)]
             await asyncio.sleep(0)  # every shot is now parked on the event
+        gc.collect()
+        gc.freeze()
         _say(b"READY\n")
         line = await stdin.readline()
         if line.strip() != b"GO":
