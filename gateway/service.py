@@ -355,7 +355,11 @@ class _SourceIO:
         return usable
 
 
-class _LeaseBids(DataLoader[tuple[str, str], "tuple[asyncpg.Record | None, bool]"]):
+#: A cold key's cache row (None: no row) and whether this process took its lease.
+_Bid = tuple[asyncpg.Record | None, bool]
+
+
+class _LeaseBids(DataLoader[tuple[str, str], _Bid]):
     """Cache reads and lease bids for cold keys, batched across the process: the keys
     that go cold in the same loop turn (one query over several sources, or several
     requests at once) share one statement: one round-trip and one commit instead of
@@ -363,18 +367,32 @@ class _LeaseBids(DataLoader[tuple[str, str], "tuple[asyncpg.Record | None, bool]
     No cache: every load is a fresh read (the per-key singleflight in front of this
     already makes one load per key at a time)."""
 
-    def __init__(self, service: SourceService) -> None:
+    def __init__(
+        self, read: Callable[[Sequence[tuple[str, str]]], Awaitable[dict[tuple[str, str], _Bid]]]
+    ) -> None:
         super().__init__(cache=False)
-        self._service = service
+        self._read = read
 
     async def batch_load_fn(
         self, keys: Sequence[tuple[str, str]]
-    ) -> list[tuple[asyncpg.Record | None, bool] | Exception]:
+    ) -> list[_Bid | Exception]:
         try:
-            found = await self._service._read_and_lease_many(keys)
+            found = await self._read(keys)
         except DatabaseUnavailable as exc:
             return [exc for _ in keys]
+        except Exception:
+            if len(keys) == 1:
+                raise
+            # Not the database being away but one key it refuses (or a bug): keys of
+            # other requests share this batch, so give each its own answer.
+            return list(await asyncio.gather(*(self._one(k) for k in keys)))
         return [found[k] for k in keys]
+
+    async def _one(self, key: tuple[str, str]) -> _Bid | Exception:
+        try:
+            return (await self._read([key]))[key]
+        except Exception as exc:  # noqa: BLE001 - this key's own failure, handed to its caller
+            return exc
 
 
 class _Unknown:
@@ -529,7 +547,7 @@ class SourceService:
         if self.db is None or not self.db.available:
             return None, None
         if self._bids is None:  # built here, inside the running loop it belongs to
-            self._bids = _LeaseBids(self)
+            self._bids = _LeaseBids(self._read_and_lease_many)
         try:
             row, acquired = await self._bids.load((source.id, key))
         except DatabaseUnavailable:
@@ -538,7 +556,7 @@ class SourceService:
 
     async def _read_and_lease_many(
         self, keys: Sequence[tuple[str, str]]
-    ) -> dict[tuple[str, str], tuple[asyncpg.Record | None, bool]]:
+    ) -> dict[tuple[str, str], _Bid]:
         assert self.db is not None
         ttl = self.settings.request_deadline_ms / 1000 + LEASE_MARGIN_S
         return await self.db.run(
@@ -619,14 +637,11 @@ class SourceService:
             row = cache_queries.CacheRow(  # built here: off the path of the waiting requests
                 source.id, key, fresh.to_payload(), now, fresh.validators.etag, fresh.validators.last_modified
             )
-            holder = self.holder_id if leased else None
-            stored = await self._db_quietly(
-                lambda conn: cache_queries.put_refreshed(
-                    conn, row, with_articles=not result.not_modified, holder=holder
-                )
-            )
-            if not stored and leased:
-                await self._release_lease(source.id, key)
+            try:
+                await self._db_quietly(lambda conn: cache_queries.put_refreshed(conn, row))
+            finally:
+                if leased:  # after the row is visible: see put_refreshed
+                    await self._release_lease(source.id, key)
 
         self._memory.put((source.id, key), fresh)
         stats.last_success_at = now
@@ -702,20 +717,16 @@ class SourceService:
         stats.last_error_at = self.clock.now()
         log.info("source %s failed: %s %s", source.id, exc.code, exc.message)
 
-    async def _db_quietly(self, fn: Callable[[Any], Any]) -> bool:
-        """Write-behind to Postgres; a database that is down costs the cache, not the
-        answer. False when the write did not happen."""
+    async def _db_quietly(self, fn: Callable[[Any], Any]) -> None:
+        """Write-behind to Postgres; a database that is down costs the cache, not the answer."""
         if self.db is None:
-            return False
+            return
         try:
             await self.db.run(fn)
         except DatabaseUnavailable as exc:
             log.warning("cache write skipped: %s", exc)
         except asyncpg.PostgresError as exc:  # e.g. a read-only standby after failover
             log.error("cache write failed: %s: %s", type(exc).__name__, exc)
-        else:
-            return True
-        return False
 
     # -- Hacker News items ------------------------------------------------------
     async def hn_items(

@@ -140,6 +140,8 @@ async def test_search_and_since_filter(gw3: RunningGateway) -> None:
         ("{ sources { articles(first: 5000) { id } } }", "`first` must be between 0 and 100, got 5000"),
         ('{ articles(after: "garbage!") { nodes { id } } }', "`after` is not a cursor issued by this API"),
         ('{ articles(sources: ["nope"]) { nodes { id } } }', "unknown source 'nope'"),
+        ('{ articles(search: "x\\u0000y") { nodes { id } } }', "`search` must not contain control characters"),
+        ('{ articles(search: "a\\u0007b") { nodes { id } } }', "`search` must not contain control characters"),
     ],
 )
 async def test_absurd_arguments_are_clear_errors(gw3: RunningGateway, query: str, fragment: str) -> None:

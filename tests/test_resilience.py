@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import orjson
 import pytest
 
 from gateway.app import create_app
@@ -98,13 +99,13 @@ async def test_two_workers_on_one_database_make_one_call_per_source(
     assert all(r["articles"]["nodes"] for r in results)
 
 
-async def test_a_cold_refresh_costs_one_statement_plus_one_per_source(
+async def test_a_cold_refresh_costs_one_statement_plus_two_per_source(
     demo: DemoServer, make_settings: Callable[..., Settings]
 ) -> None:
     """Cold keys: one statement reads the cache and bids for the leases of all three
-    sources; after each upstream call, one statement writes the row and the articles,
-    ends the lease and notifies the other processes (they wait on it, so it must not
-    be five)."""
+    sources; after each upstream call, one statement writes the row and the articles
+    and notifies the other processes (they wait on it, so it must not be five), then
+    one ends the lease."""
     settings = make_settings(sources_of(demo.url, *three()))
     async with RunningGateway(create_app(settings)) as gw:
         listener = gw.services.source_service.listener
@@ -118,7 +119,11 @@ async def test_a_cold_refresh_costs_one_statement_plus_one_per_source(
             await gw.services.source_service.drain(timeout_s=5)
             await asyncio.wait_for(asyncio.gather(*(w.wait() for w in written)), 2)
         assert set(statuses(data).values()) == {"FRESH"}
-        assert len(db.query_log) == 4, "\n---\n".join(db.query_log)
+        log = db.query_log
+        assert len(log) == 7, "\n---\n".join(log)
+        writes = [i for i, q in enumerate(log) if "pg_notify" in q]
+        releases = [i for i, q in enumerate(log) if q.startswith("DELETE FROM fetch_leases")]
+        assert len(writes) == 3 and len(releases) == 3 and writes[0] < releases[0]
         async with db.pool.acquire() as conn:
             assert await conn.fetchval("SELECT count(*) FROM fetch_leases") == 0
             for source_id in ("bbc", "tech", "world"):
@@ -131,6 +136,60 @@ async def test_a_cold_refresh_costs_one_statement_plus_one_per_source(
                     source_id,
                 )
                 assert cached and stored == cached
+
+
+async def test_the_refresh_write_leaves_the_lease_to_a_later_statement(database_url: str) -> None:
+    """Released inside the write, a bid blocked on the lease row would take the lease
+    at commit with a snapshot from before it (no row yet) and call upstream again."""
+    import asyncpg
+
+    from gateway.store import cache as cache_queries
+    from gateway.store import leases as lease_queries
+    from gateway.store.migrate import migrate
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await migrate(conn)
+        await conn.set_type_codec("jsonb", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog")
+        bid = await lease_queries.read_and_try_acquire_many(conn, [("s", "latest")], "holder-a", 5.0)
+        assert bid[("s", "latest")] == (None, True)
+        row = cache_queries.CacheRow("s", "latest", {"articles": [], "dropped": 0}, datetime.now(timezone.utc), None, None)
+        await cache_queries.put_refreshed(conn, row)
+        assert await conn.fetchval("SELECT holder FROM fetch_leases WHERE source_id = 's'") == "holder-a"
+        other = await lease_queries.read_and_try_acquire_many(conn, [("s", "latest")], "holder-b", 5.0)
+        record, acquired = other[("s", "latest")]
+        assert record is not None and not acquired  # the row is there, the lease still held
+        await lease_queries.release(conn, "s", "latest", "holder-a")
+        assert await conn.fetchval("SELECT count(*) FROM fetch_leases") == 0
+    finally:
+        await conn.close()
+
+
+async def test_one_refused_key_does_not_fail_the_others_in_its_batch(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    """Cold keys of different requests share a bid statement; an error that is not
+    the database being away (a value it refuses, say) must stay with its own key."""
+    from gateway.service import _LeaseBids
+
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, three()[0])))) as gw:
+        service = gw.services.source_service
+        real = service._read_and_lease_many
+        batches: list[list[tuple[str, str]]] = []
+
+        async def refusing(keys):  # type: ignore[no-untyped-def]
+            batches.append(list(keys))
+            if ("bbc", "q=poison") in keys:
+                raise ValueError("refused by the database")
+            return await real(keys)
+
+        bids = _LeaseBids(refusing)
+        good, bad = await asyncio.gather(
+            bids.load(("bbc", "latest")), bids.load(("bbc", "q=poison")), return_exceptions=True
+        )
+        assert batches[0] == [("bbc", "latest"), ("bbc", "q=poison")]  # they did share one
+        assert isinstance(bad, ValueError)
+        assert good == (None, True)
 
 
 async def test_pooled_connections_open_with_the_hot_statements_prepared(

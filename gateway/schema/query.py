@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Annotated
 
@@ -30,6 +31,7 @@ from gateway.schema.types import (
 from gateway.settings import SourceConfig
 
 MAX_SEARCH_LENGTH = 200
+_UNUSABLE_IN_SEARCH = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 MAX_SOURCES_ARG = 50
 
 
@@ -79,6 +81,10 @@ class Query:
             search = search.strip()
             if len(search) > MAX_SEARCH_LENGTH:
                 raise BadUserInput(f"`search` is at most {MAX_SEARCH_LENGTH} characters, got {len(search)}")
+            if _UNUSABLE_IN_SEARCH.search(search):
+                # It becomes a cache key in Postgres (which refuses NUL and cannot store
+                # a lone surrogate) and a query parameter upstream.
+                raise BadUserInput("`search` must not contain control characters or unpaired surrogates")
             search = search or None
         after_key = decode_cursor(after) if after else None
         if since is not None and since.tzinfo is None:

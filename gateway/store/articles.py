@@ -13,17 +13,18 @@ _COLUMNS = (
 )
 
 
-
 def upsert_sql(rows: str) -> str:
     """``INSERT ... ON CONFLICT`` of the articles in ``rows``, an SQL expression for a
     jsonb array of :meth:`NormalizedArticle.to_json` objects with distinct ids (ON
     CONFLICT may touch a row once). The first source to bring an article keeps it
-    (the same URL from two sources is one article)."""
+    (the same URL from two sources is one article). Rows are locked in id order, so
+    two writes sharing articles cannot deadlock."""
     return f"""INSERT INTO articles ({_COLUMNS})
             SELECT {_COLUMNS} FROM jsonb_to_recordset({rows}) AS x(
                 id text, source_id text, title text, url text, summary text, author text,
                 image_url text, published_at timestamptz, score integer, comment_count integer,
                 comment_ids bigint[])
+            ORDER BY x.id
             ON CONFLICT (id) DO UPDATE SET
                 title = EXCLUDED.title, url = EXCLUDED.url, summary = EXCLUDED.summary,
                 author = EXCLUDED.author, image_url = EXCLUDED.image_url,

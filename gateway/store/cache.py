@@ -73,31 +73,27 @@ async def put_many(conn: asyncpg.Connection, rows: Sequence[CacheRow]) -> None:
 PUT_REFRESHED = f"""
     WITH cached AS (
         {_UPSERT.format(rows="VALUES ($1::text, $2::text, $3::jsonb, $4::timestamptz, $5::text, $6::text)")}
+        RETURNING 1
     ), upserted AS (
-        {upsert_sql("CASE WHEN $7::boolean THEN $3::jsonb -> 'articles' END")}
-    ), released AS (
-        DELETE FROM fetch_leases WHERE source_id = $1 AND request_key = $2 AND holder = $8::text
+        {upsert_sql("CASE WHEN EXISTS (SELECT 1 FROM cached) THEN $3::jsonb -> 'articles' END")}
     ), {ASYNC_COMMIT}
     SELECT pg_notify('{CHANNEL}', $1 || '|' || $2) FROM async_commit"""
 
 
-async def put_refreshed(conn: asyncpg.Connection, row: CacheRow, *, with_articles: bool, holder: str | None) -> None:
+async def put_refreshed(conn: asyncpg.Connection, row: CacheRow) -> None:
     """Everything a finished refresh writes, as one statement (one round-trip, one
-    transaction): the cache row; with ``with_articles``, the articles of
-    ``row.payload["articles"]`` (distinct ids, :meth:`NormalizedArticle.to_json`
-    objects; not after a 304: they have not changed); releasing ``holder``'s lease
-    (None: there was no lease); and the NOTIFY that wakes the processes waiting for
-    this row, delivered on commit. Other processes wait on this write, so it is one
-    round-trip rather than five (BEGIN, three statements, COMMIT) plus a release, and
-    its commit does not wait for the WAL flush (see ``leases.ASYNC_COMMIT``)."""
+    transaction): the cache row; the articles of ``row.payload["articles"]`` (distinct
+    ids, :meth:`NormalizedArticle.to_json` objects), unless a newer row from another
+    process won (after a 304 too: the earlier write may never have landed); and the
+    NOTIFY that wakes the processes waiting for this row, delivered on commit. Other
+    processes wait on this write, so it is one round-trip rather than five (BEGIN,
+    three statements, COMMIT), and its commit does not wait for the WAL flush (see
+    ``leases.ASYNC_COMMIT``).
+
+    The lease is released afterwards, in a statement of its own: released in this
+    one, a bid blocked on the lease row would take the lease at commit yet read the
+    cache as it was before (its snapshot predates the commit), and call upstream
+    again."""
     await conn.execute(
-        PUT_REFRESHED,
-        row.source_id,
-        row.request_key,
-        row.payload,
-        row.fetched_at,
-        row.etag,
-        row.last_modified,
-        with_articles,
-        holder,
+        PUT_REFRESHED, row.source_id, row.request_key, row.payload, row.fetched_at, row.etag, row.last_modified
     )

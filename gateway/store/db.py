@@ -136,8 +136,10 @@ class Database:
                 raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
             try:
                 await setup(first)
-            finally:
-                await first.close()
+            except BaseException:
+                first.terminate()  # a graceful close could fail too and hide this error
+                raise
+            await first.close()
         try:
             pool = await asyncpg.create_pool(
                 url,
@@ -147,6 +149,9 @@ class Database:
                 command_timeout=command_timeout_s,
                 init=init,
                 connection_class=GatewayConnection,
+                # asyncpg drops cached statements 5 minutes after preparing them by
+                # default, used or not: keep the ones init prepared for good.
+                max_cached_statement_lifetime=0,
                 # Connections idle for a while are closed, so a restarted server's
                 # stale sockets are not handed out for long.
                 max_inactive_connection_lifetime=60.0,
