@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import asyncpg
 import orjson
 import pytest
 
@@ -17,6 +18,9 @@ from gateway.app import create_app
 from gateway.demo.server import DemoServer
 from gateway.resilience.clock import FakeClock
 from gateway.settings import Settings
+from gateway.store import cache as cache_queries
+from gateway.store import leases as lease_queries
+from gateway.store.migrate import migrate
 from tests.conftest import sources_of
 from tests.helpers import RunningGateway
 
@@ -138,31 +142,38 @@ async def test_a_cold_refresh_costs_one_statement_plus_two_per_source(
                 assert cached and stored == cached
 
 
-async def test_the_refresh_write_leaves_the_lease_to_a_later_statement(database_url: str) -> None:
-    """Released inside the write, a bid blocked on the lease row would take the lease
-    at commit with a snapshot from before it (no row yet) and call upstream again."""
-    import asyncpg
-
-    from gateway.store import cache as cache_queries
-    from gateway.store import leases as lease_queries
-    from gateway.store.migrate import migrate
-
+@contextlib.asynccontextmanager
+async def migrated_connection(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection to a migrated database, jsonb as the gateway encodes it."""
     conn = await asyncpg.connect(database_url)
     try:
         await migrate(conn)
-        await conn.set_type_codec("jsonb", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog")
+        await conn.set_type_codec(
+            "jsonb", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+        )
+        yield conn
+    finally:
+        await conn.close()
+
+
+def empty_row(source_id: str) -> cache_queries.CacheRow:
+    now = datetime.now(timezone.utc)
+    return cache_queries.CacheRow(source_id, "latest", {"articles": [], "dropped": 0}, now, None, None)
+
+
+async def test_the_refresh_write_leaves_the_lease_to_a_later_statement(database_url: str) -> None:
+    """Released inside the write, a bid blocked on the lease row would take the lease
+    at commit with a snapshot from before it (no row yet) and call upstream again."""
+    async with migrated_connection(database_url) as conn:
         bid = await lease_queries.read_and_try_acquire_many(conn, [("s", "latest")], "holder-a", 5.0)
         assert bid[("s", "latest")] == (None, True)
-        row = cache_queries.CacheRow("s", "latest", {"articles": [], "dropped": 0}, datetime.now(timezone.utc), None, None)
-        await cache_queries.put_refreshed(conn, row)
+        await cache_queries.put_refreshed(conn, empty_row("s"))
         assert await conn.fetchval("SELECT holder FROM fetch_leases WHERE source_id = 's'") == "holder-a"
         other = await lease_queries.read_and_try_acquire_many(conn, [("s", "latest")], "holder-b", 5.0)
         record, acquired = other[("s", "latest")]
         assert record is not None and not acquired  # the row is there, the lease still held
         await lease_queries.release(conn, "s", "latest", "holder-a")
         assert await conn.fetchval("SELECT count(*) FROM fetch_leases") == 0
-    finally:
-        await conn.close()
 
 
 async def test_one_refused_key_does_not_fail_the_others_in_its_batch(
@@ -211,24 +222,18 @@ async def test_pooled_connections_open_with_the_hot_statements_prepared(
                 await pool.release(conn)
 
 
-async def test_cache_listener_wakes_waiters_on_notify(database_url: str) -> None:
-    import asyncpg
-
-    from gateway.store.leases import notify
+async def test_cache_listener_wakes_waiters_on_the_refresh_write(database_url: str) -> None:
     from gateway.store.listener import CacheListener
 
     listener = CacheListener(database_url)
     listener.start()
     try:
         await asyncio.wait_for(listener.connected.wait(), 5)
-        conn = await asyncpg.connect(database_url)
-        try:
+        async with migrated_connection(database_url) as conn:
             with listener.watch("src", "latest") as event, listener.watch("src", "other") as other:
-                await notify(conn, "src", "latest")
+                await cache_queries.put_refreshed(conn, empty_row("src"))
                 await asyncio.wait_for(event.wait(), 1)
                 assert not other.is_set()
-        finally:
-            await conn.close()
     finally:
         await listener.aclose()
 

@@ -37,11 +37,6 @@ async def release(conn: asyncpg.Connection, source_id: str, key: str, holder: st
     await conn.execute(RELEASE, source_id, key, holder)
 
 
-async def notify(conn: asyncpg.Connection, source_id: str, key: str) -> None:
-    """Delivered when the surrounding transaction commits."""
-    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{source_id}|{key}")
-
-
 PEER_STATE = """SELECT c.source_id, c.request_key, c.payload, c.fetched_at, c.etag, c.last_modified,
                   EXISTS (SELECT 1 FROM fetch_leases l
                           WHERE l.source_id = $1 AND l.request_key = $2 AND l.expires_at > now()) AS held
