@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,7 +22,7 @@ from gateway.coalesce import ARRIVED_KEY, CoalesceIdentical
 from gateway.context import GatewayContext, build_context
 from gateway.errors import GatewayError
 from gateway.graphiql import graphiql_html, graphiql_routes
-from gateway.resilience.clock import Clock
+from gateway.resilience.clock import Clock, SystemClock
 from gateway.schema import build_schema
 from gateway.schema.errors import classify
 from gateway.services import Services
@@ -57,19 +56,15 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         return await super().process_result(request, result)
 
 
-def create_app(
-    settings: Settings,
-    *,
-    transport: httpx.AsyncBaseTransport | None = None,
-    clock: Clock | None = None,
-) -> Starlette:
-    """Build the gateway. ``transport`` swaps the upstream network (tests); ``clock``
-    swaps time for breakers and caches."""
+def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
+    """Build the gateway. ``clock`` swaps time for everything that decides by it
+    (deadlines, breakers, caches, the database back-off); tests step a fake one."""
+    clock = clock or SystemClock()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         try:
-            services = await Services.start(settings, transport=transport, clock=clock)
+            services = await Services.start(settings, clock=clock)
         except GatewayError as exc:
             # uvicorn prints a traceback for lifespan failures; give the operator the
             # one line that matters first.
@@ -102,7 +97,7 @@ def create_app(
         routes=[
             Route("/", root),
             Route("/livez", livez),
-            Route("/graphql", CoalesceIdentical(graphql_app), methods=["GET", "POST"]),
+            Route("/graphql", CoalesceIdentical(graphql_app, clock=clock), methods=["GET", "POST"]),
             *graphiql_routes(),
         ],
         lifespan=lifespan,

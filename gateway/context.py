@@ -25,8 +25,9 @@ def build_context(services: Services, *, request_id: str | None = None, arrived:
     """``arrived`` (monotonic) starts the deadline when the request reached us, not
     when the GraphQL layer got to it: time queued counts too."""
     budget_s = services.settings.request_deadline_ms / 1000
-    deadline = Deadline(arrived + budget_s) if arrived is not None else Deadline.after(budget_s)
-    ctx = GatewayContext(services, Loaders.create(services.source_service, deadline), deadline)
+    clock = services.clock
+    deadline = Deadline(arrived + budget_s, clock) if arrived is not None else Deadline.after(budget_s, clock)
+    ctx = GatewayContext(services, Loaders.create(services.settings, services.source_service, deadline), deadline)
     if request_id:
         ctx.request_id = request_id
     return ctx

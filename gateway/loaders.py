@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 from aiodataloader import DataLoader
 
-from gateway.errors import DatabaseUnavailable, SourceError
+from gateway.errors import DatabaseUnavailable, UnknownSource
 from gateway.outcomes import SourceOutcome, SourceStatus
 from gateway.resilience.deadline import Deadline
 from gateway.service import SourceService
-from gateway.settings import SourceConfig
+from gateway.settings import Settings, SourceConfig
 from gateway.sources.base import HNItem, NormalizedArticle
 
 
@@ -35,19 +35,20 @@ class FeedLoader(DataLoader[FeedKey, SourceOutcome]):
     """Source outcomes by (source, search): one upstream request per distinct key per
     request, however deeply the query nests ``articles``."""
 
-    def __init__(self, service: SourceService, deadline: Deadline) -> None:
+    def __init__(self, settings: Settings, service: SourceService, deadline: Deadline) -> None:
         super().__init__()
+        self._settings = settings
         self._service = service
         self._deadline = deadline
 
     async def batch_load_fn(self, keys: Sequence[FeedKey]) -> list[SourceOutcome]:
-        settings = self._service.settings
+        settings = self._settings
 
         async def one(key: FeedKey) -> SourceOutcome:
             source = settings.source(key.source_id)
             if source is None:  # removed from the sources file since an article was cached
                 removed = SourceConfig(id=key.source_id, name=key.source_id, kind="feed", url="http://removed.invalid/")
-                return SourceOutcome(removed, SourceStatus.SKIPPED, error=SourceError("source no longer configured", code="UNKNOWN_SOURCE"))
+                return SourceOutcome(removed, SourceStatus.SKIPPED, error=UnknownSource("source no longer configured"))
             return await self._service.fetch(source, key.search, self._deadline)
 
         return list(await asyncio.gather(*(one(k) for k in keys)))
@@ -73,8 +74,9 @@ class HNItemLoader(DataLoader[tuple[str, int], "HNItem | None"]):
     """Hacker News items by (source id, item id). A comment tree loads one level per
     batch; each item is fetched at most once per request (and per TTL across them)."""
 
-    def __init__(self, service: SourceService, deadline: Deadline) -> None:
+    def __init__(self, settings: Settings, service: SourceService, deadline: Deadline) -> None:
         super().__init__()
+        self._settings = settings
         self._service = service
         self._deadline = deadline
 
@@ -82,7 +84,7 @@ class HNItemLoader(DataLoader[tuple[str, int], "HNItem | None"]):
         by_source: dict[str, list[int]] = defaultdict(list)
         for source_id, item_id in keys:
             by_source[source_id].append(item_id)
-        settings = self._service.settings
+        settings = self._settings
 
         async def items_of(sid: str, ids: list[int]) -> dict[int, HNItem | None | BaseException]:
             source = settings.source(sid)
@@ -108,5 +110,9 @@ class Loaders:
     hn_items: HNItemLoader
 
     @classmethod
-    def create(cls, service: SourceService, deadline: Deadline) -> Loaders:
-        return cls(FeedLoader(service, deadline), ArticleLoader(service, deadline), HNItemLoader(service, deadline))
+    def create(cls, settings: Settings, service: SourceService, deadline: Deadline) -> Loaders:
+        return cls(
+            FeedLoader(settings, service, deadline),
+            ArticleLoader(service, deadline),
+            HNItemLoader(settings, service, deadline),
+        )

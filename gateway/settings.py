@@ -6,12 +6,15 @@ operator can read one file to know what the gateway does when told nothing.
 
 from __future__ import annotations
 
+import enum
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import strawberry
 
 from gateway.errors import ConfigError
 
@@ -48,7 +51,16 @@ DEFAULT_BREAKER_WINDOW_S = 60.0  # window the rate is measured over
 DEFAULT_BREAKER_RECOVERY_S = 30.0  # open -> half-open after this long
 DEFAULT_BREAKER_HALF_OPEN_MAX_CALLS = 1  # probes allowed while half-open
 
-SOURCE_KINDS = ("newsapi", "feed", "hackernews")
+@strawberry.enum(description="The kind of upstream a source is.")
+class SourceKind(enum.Enum):
+    """The one list of source kinds (the schema's enum too); each has one adapter."""
+
+    NEWSAPI = strawberry.enum_value("newsapi", description="A NewsAPI v2 compatible JSON API.")
+    FEED = strawberry.enum_value("feed", description="An RSS 2.0, RSS 1.0 or Atom 1.0 feed.")
+    HACKERNEWS = strawberry.enum_value("hackernews", description="The Hacker News v0 API.")
+
+
+SOURCE_KINDS: tuple[str, ...] = tuple(kind.value for kind in SourceKind)
 ENV_PREFIX = "GATEWAY_"
 BUNDLED_DEMO_SOURCES = Path(__file__).parent / "demo" / "sources.toml"
 
@@ -111,9 +123,6 @@ class Settings:
             if s.id == source_id:
                 return s
         return None
-
-    def replace(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
 
     @classmethod
     def from_env(

@@ -16,11 +16,11 @@ import pytest
 
 from gateway.app import create_app
 from gateway.demo.server import DemoServer
-from gateway.resilience.clock import FakeClock
 from gateway.settings import Settings
 from gateway.store import cache as cache_queries
 from gateway.store import leases as lease_queries
 from gateway.store.migrate import migrate
+from tests.clock import FakeClock
 from tests.conftest import sources_of
 from tests.helpers import RunningGateway
 
@@ -96,8 +96,8 @@ async def test_two_workers_on_one_database_make_one_call_per_source(
     demo.control.set_fault("*", latency_ms=300)
     settings = make_settings(sources_of(demo.url, *three()))
     async with RunningGateway(create_app(settings)) as a, RunningGateway(create_app(settings)) as b:
-        await asyncio.wait_for(a.services.source_service.listener.connected.wait(), 5)  # type: ignore[union-attr]
-        await asyncio.wait_for(b.services.source_service.listener.connected.wait(), 5)  # type: ignore[union-attr]
+        await asyncio.wait_for(a.services.listener.connected.wait(), 5)  # type: ignore[union-attr]
+        await asyncio.wait_for(b.services.listener.connected.wait(), 5)  # type: ignore[union-attr]
         results = await asyncio.gather(*(gw.data(QUERY) for gw in (a, b) for _ in range(20)))
     assert demo.control.stats()["total"] == 3
     assert all(r["articles"]["nodes"] for r in results)
@@ -112,7 +112,7 @@ async def test_a_cold_refresh_costs_one_statement_plus_two_per_source(
     one ends the lease."""
     settings = make_settings(sources_of(demo.url, *three()))
     async with RunningGateway(create_app(settings)) as gw:
-        listener = gw.services.source_service.listener
+        listener = gw.services.listener
         assert listener is not None
         await asyncio.wait_for(listener.connected.wait(), 5)
         db = gw.services.db
@@ -120,8 +120,8 @@ async def test_a_cold_refresh_costs_one_statement_plus_two_per_source(
             written = [stack.enter_context(listener.watch(s, "latest")) for s in ("bbc", "tech", "world")]
             db.query_log = []
             data = await gw.data(QUERY)
-            await gw.services.source_service.drain(timeout_s=5)
-            await asyncio.wait_for(asyncio.gather(*(w.wait() for w in written)), 2)
+            await gw.services.source_service.tasks.drain(timeout_s=5)
+            await asyncio.wait_for(asyncio.gather(*(w.event.wait() for w in written)), 2)
         assert set(statuses(data).values()) == {"FRESH"}
         log = db.query_log
         assert len(log) == 7, "\n---\n".join(log)
@@ -181,11 +181,11 @@ async def test_one_refused_key_does_not_fail_the_others_in_its_batch(
 ) -> None:
     """Cold keys of different requests share a bid statement; an error that is not
     the database being away (a value it refuses, say) must stay with its own key."""
-    from gateway.service import _LeaseBids
+    from gateway.service.coordinator import LeaseBids
 
     async with RunningGateway(create_app(make_settings(sources_of(demo.url, three()[0])))) as gw:
         service = gw.services.source_service
-        real = service._read_and_lease_many
+        real = service.coordinator._read_and_bid_many
         batches: list[list[tuple[str, str]]] = []
 
         async def refusing(keys):  # type: ignore[no-untyped-def]
@@ -194,7 +194,7 @@ async def test_one_refused_key_does_not_fail_the_others_in_its_batch(
                 raise ValueError("refused by the database")
             return await real(keys)
 
-        bids = _LeaseBids(refusing)
+        bids = LeaseBids(refusing)
         good, bad = await asyncio.gather(
             bids.load(("bbc", "latest")), bids.load(("bbc", "q=poison")), return_exceptions=True
         )
@@ -208,7 +208,7 @@ async def test_pooled_connections_open_with_the_hot_statements_prepared(
 ) -> None:
     """A statement's first use on a connection would otherwise cost a Parse round-trip
     first; under a burst that wait delayed the lease bid and the peer-awaited write."""
-    from gateway.service import STATEMENTS
+    from gateway.store import HOT_STATEMENTS
 
     async with RunningGateway(create_app(make_settings(sources_of(demo.url, three()[0])))) as gw:
         pool = gw.services.db.pool
@@ -216,7 +216,7 @@ async def test_pooled_connections_open_with_the_hot_statements_prepared(
         try:
             for conn in conns:
                 prepared = {r["statement"] for r in await conn.fetch("SELECT statement FROM pg_prepared_statements")}
-                assert set(STATEMENTS) <= prepared
+                assert set(HOT_STATEMENTS) <= prepared
         finally:
             for conn in conns:
                 await pool.release(conn)
@@ -230,10 +230,20 @@ async def test_cache_listener_wakes_waiters_on_the_refresh_write(database_url: s
     try:
         await asyncio.wait_for(listener.connected.wait(), 5)
         async with migrated_connection(database_url) as conn:
-            with listener.watch("src", "latest") as event, listener.watch("src", "other") as other:
+            with listener.watch("src", "latest") as watch, listener.watch("src", "other") as other:
                 await cache_queries.put_refreshed(conn, empty_row("src"))
-                await asyncio.wait_for(event.wait(), 1)
-                assert not other.is_set()
+                await asyncio.wait_for(watch.event.wait(), 1)
+                assert watch.failure is None
+                assert not other.event.is_set()
+                # A failed refresh: the lease holder releases and says why, in one statement.
+                await lease_queries.try_acquire(conn, "src", "other", "holder-a", 10)
+                await lease_queries.release_failed(conn, "src", "other", "holder-a", "UPSTREAM_HTTP_ERROR", 503)
+                await asyncio.wait_for(other.event.wait(), 1)
+                assert other.failure == ("UPSTREAM_HTTP_ERROR", 503)
+                # Released by somebody else's failure: no lease of ours, no NOTIFY.
+                watch.event.clear()
+                await lease_queries.release_failed(conn, "src", "latest", "holder-b", "UPSTREAM_TIMEOUT", None)
+                assert await conn.fetchval("SELECT count(*) FROM fetch_leases") == 0
     finally:
         await listener.aclose()
 
@@ -250,7 +260,7 @@ async def test_breaker_opens_serves_stale_then_probes_and_recovers(
             clock.advance(25)
             data = await gw.data(QUERY)
             assert statuses(data)["tech"] == "STALE"
-            assert errors(data)["tech"] == "UPSTREAM_HTTP_500"
+            assert errors(data)["tech"] == "UPSTREAM_HTTP_ERROR"
         assert gw.services.breakers["tech"].state.value == "OPEN"
         calls = demo.control.count("feeds.rss")
         clock.advance(25)
@@ -336,7 +346,7 @@ async def test_stale_if_error_up_to_max_stale(demo: DemoServer, make_settings: C
         data = await gw.data(QUERY)
         bbc = next(s for s in data["articles"]["sources"] if s["source"]["id"] == "bbc")
         assert bbc["status"] == "STALE" and bbc["ageSeconds"] == 50
-        assert bbc["error"]["code"] == "UPSTREAM_HTTP_503"
+        assert bbc["error"]["code"] == "UPSTREAM_HTTP_ERROR"
         clock.advance(60)  # older than max_stale_s: no longer served
         data = await gw.data(QUERY)
         assert statuses(data)["bbc"] == "FAILED"
@@ -435,7 +445,7 @@ async def test_postgres_outage_degrades_and_recovers(
             await asyncio.sleep(2.1)  # past TTL and revalidate window: a blocking refresh
             data = await gw.data(QUERY)
             assert set(statuses(data).values()) == {"FRESH"}
-            await gw.services.source_service.drain(timeout_s=5)  # the write-behind
+            await gw.services.source_service.tasks.drain(timeout_s=5)  # the write-behind
             rows = await gw.services.db.run(
                 lambda c: c.fetchval("SELECT count(*) FROM fetch_cache WHERE fetched_at > $1", recovered_at)
             )

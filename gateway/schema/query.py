@@ -13,7 +13,7 @@ from gateway.errors import BadUserInput, CriticalSourceFailed, DatabaseUnavailab
 from gateway.loaders import FeedKey
 from gateway.outcomes import SourceOutcome
 from gateway.paging import Stream, decode_cursor, merge_page
-from gateway.resilience.breaker import BreakerState as DomainBreakerState
+from gateway.resilience.breaker import BreakerState
 from gateway.schema.types import (
     Article,
     ArticleConnection,
@@ -140,7 +140,7 @@ class Query:
         open_count = 0
         for config in services.settings.sources:
             snap = services.breakers[config.id].snapshot()
-            if snap.state is not DomainBreakerState.CLOSED:
+            if snap.state is not BreakerState.CLOSED:
                 open_count += 1
             stats = services.source_service.stats[config.id]
             last = stats.last_error
@@ -149,7 +149,7 @@ class Query:
                     source=Source.of(config),
                     breaker=Breaker.of(snap),
                     last_success_at=stats.last_success_at,
-                    last_error=SourceError(code=last.code, message=last.message) if last else None,
+                    last_error=SourceError.of(last) if last else None,
                     last_error_at=stats.last_error_at,
                     upstream_calls=stats.upstream_calls,
                     not_modified=stats.not_modified,
