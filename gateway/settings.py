@@ -128,33 +128,55 @@ class Settings:
     def from_env(
         cls, env: Mapping[str, str] | None = None, *, sources_file: str | Path | None = None
     ) -> Settings:
-        """Read ``GATEWAY_*`` variables; the sources file comes from the argument,
-        ``GATEWAY_SOURCES``, or the bundled demo sources, in that order."""
+        """Read ``GATEWAY_*`` variables (:data:`ENV_VARS`); the sources file comes from
+        the argument, ``GATEWAY_SOURCES``, or the bundled demo sources, in that order."""
         env = os.environ if env is None else env
         path = Path(sources_file or env.get("GATEWAY_SOURCES") or BUNDLED_DEMO_SOURCES)
-        return cls(
-            sources=load_sources(path, env=env),
-            sources_file=path,
-            database_url=env.get("GATEWAY_DATABASE_URL") or None,
-            data_dir=Path(env.get("GATEWAY_DATA_DIR") or DEFAULT_DATA_DIR),
-            request_deadline_ms=_env_int(env, "GATEWAY_REQUEST_DEADLINE_MS", DEFAULT_REQUEST_DEADLINE_MS),
-            max_outbound=_env_int(env, "GATEWAY_MAX_OUTBOUND", DEFAULT_MAX_OUTBOUND),
-            db_pool_min=_env_int(env, "GATEWAY_DB_POOL_MIN", DEFAULT_DB_POOL_MIN, minimum=0),
-            db_pool_max=_env_int(env, "GATEWAY_DB_POOL_MAX", DEFAULT_DB_POOL_MAX),
-        )
+        values = {var.field: var.read(env) for var in ENV_VARS}
+        return cls(sources=load_sources(path, env=env), sources_file=path, **values)
 
 
-def _env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"environment variable {name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"environment variable {name} must be >= {minimum}, got {value}")
-    return value
+@dataclass(frozen=True, slots=True)
+class EnvVar:
+    """One ``GATEWAY_*`` variable: the Settings field it sets, its default and type."""
+
+    name: str
+    field: str
+    default: object
+    kind: type = int
+    minimum: float = 1
+
+    def read(self, env: Mapping[str, str]) -> object:
+        raw = env.get(self.name)
+        if raw is None or raw == "":
+            return Path(self.default) if self.kind is Path and self.default is not None else self.default
+        if self.kind in (str, Path):
+            return self.kind(raw)
+        try:
+            value = self.kind(raw)
+        except ValueError:
+            expected = "an integer" if self.kind is int else "a number"
+            raise ConfigError(f"environment variable {self.name} must be {expected}, got {raw!r}") from None
+        if value < self.minimum:
+            raise ConfigError(f"environment variable {self.name} must be >= {self.minimum:g}, got {value}")
+        return value
+
+
+#: Every setting from the environment (besides GATEWAY_SOURCES), with its default.
+#: deploy/gateway.env.example lists them all; a test keeps the two in step.
+ENV_VARS: tuple[EnvVar, ...] = (
+    EnvVar("GATEWAY_DATABASE_URL", "database_url", None, str),
+    EnvVar("GATEWAY_DATA_DIR", "data_dir", DEFAULT_DATA_DIR, Path),
+    EnvVar("GATEWAY_REQUEST_DEADLINE_MS", "request_deadline_ms", DEFAULT_REQUEST_DEADLINE_MS),
+    EnvVar("GATEWAY_MAX_OUTBOUND", "max_outbound", DEFAULT_MAX_OUTBOUND),
+    EnvVar("GATEWAY_DB_POOL_MIN", "db_pool_min", DEFAULT_DB_POOL_MIN, minimum=0),
+    EnvVar("GATEWAY_DB_POOL_MAX", "db_pool_max", DEFAULT_DB_POOL_MAX),
+    EnvVar("GATEWAY_DB_CONNECT_TIMEOUT_S", "db_connect_timeout_s", DEFAULT_DB_CONNECT_TIMEOUT_S, float, 0.1),
+    EnvVar("GATEWAY_DB_COMMAND_TIMEOUT_S", "db_command_timeout_s", DEFAULT_DB_COMMAND_TIMEOUT_S, float, 0.1),
+    EnvVar("GATEWAY_MEMORY_CACHE_ENTRIES", "memory_cache_entries", DEFAULT_MEMORY_CACHE_ENTRIES),
+    EnvVar("GATEWAY_OFFLOOP_PARSE_BYTES", "offloop_parse_bytes", DEFAULT_OFFLOOP_PARSE_BYTES, minimum=0),
+    EnvVar("GATEWAY_MAX_UPSTREAM_BODY_BYTES", "max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+)
 
 
 # --- sources file -----------------------------------------------------------

@@ -8,7 +8,6 @@ import gzip
 import json
 import socket
 from collections.abc import AsyncIterator
-
 from datetime import datetime, timezone
 
 import pytest
