@@ -24,7 +24,7 @@ from tests.clock import FakeClock
 from tests.conftest import sources_of
 from tests.helpers import RunningGateway
 
-QUERY = "{ articles(first: 5) { nodes { id } sources { source { id } status ageSeconds error { code } } } }"
+QUERY = "{ articles(first: 5) { nodes { id } sources { source { id } status ageSeconds latencyMs error { code } } } }"
 
 
 def three(**extra: object) -> tuple[dict, ...]:
@@ -40,6 +40,10 @@ def statuses(data: dict) -> dict[str, str]:
     return {s["source"]["id"]: s["status"] for s in data["articles"]["sources"]}
 
 
+def latencies(data: dict) -> dict[str, int]:
+    return {s["source"]["id"]: s["latencyMs"] for s in data["articles"]["sources"]}
+
+
 def errors(data: dict) -> dict[str, str | None]:
     return {s["source"]["id"]: (s["error"] or {}).get("code") for s in data["articles"]["sources"]}
 
@@ -48,12 +52,10 @@ async def test_deadline_returns_what_finished(demo: DemoServer, make_settings: C
     demo.control.set_fault("feeds.rss:tech", fault="hang")
     settings = make_settings(sources_of(demo.url, *three(timeout_ms=5000)), request_deadline_ms=600)
     async with RunningGateway(create_app(settings)) as gw:
-        started = time.perf_counter()
         data = await gw.data(QUERY)
-        elapsed = time.perf_counter() - started
         assert statuses(data) == {"bbc": "FRESH", "tech": "TIMEOUT", "world": "FRESH"}
         assert errors(data)["tech"] == "DEADLINE_EXCEEDED"
-        assert 0.55 < elapsed < 1.3  # the deadline, not the 5 s source timeout
+        assert 550 <= latencies(data)["tech"] < 5000  # the deadline, not the 5 s source timeout
         # our own deadline is not the upstream's fault
         assert gw.services.breakers["tech"].snapshot().failures == 0
 
@@ -72,10 +74,9 @@ async def test_slow_drip_body_is_bounded_by_the_timeout(demo: DemoServer, make_s
     demo.control.set_fault("feeds.atom:world", fault="drip", drip_delay_ms=200, drip_chunks=20)
     settings = make_settings(sources_of(demo.url, *three(timeout_ms=500)))
     async with RunningGateway(create_app(settings)) as gw:
-        started = time.perf_counter()
         data = await gw.data(QUERY)
-        assert time.perf_counter() - started < 1.5
     assert errors(data)["world"] == "UPSTREAM_TIMEOUT"
+    assert latencies(data)["world"] < 4000  # the timeout, not the 20 x 200 ms drip
 
 
 async def test_singleflight_one_upstream_call_for_a_cold_stampede(
@@ -312,12 +313,11 @@ async def test_stale_while_revalidate_answers_at_once_and_refreshes_once(
         await gw.data(QUERY)
         demo.control.set_fault("*", latency_ms=400)
         clock.advance(12)  # past the TTL, within the revalidate window
-        started = time.perf_counter()
         results = await asyncio.gather(*(gw.data(QUERY) for _ in range(10)))
-        assert time.perf_counter() - started < 0.39  # nobody waited for the 400 ms upstream
+        # nobody waited for the 400 ms upstream: every answer is the cached copy
         assert all(set(statuses(r).values()) == {"STALE"} for r in results)
         assert {s["ageSeconds"] for r in results for s in r["articles"]["sources"]} == {12}
-        await asyncio.sleep(0.8)  # the background refreshes land
+        await gw.services.source_service.settle(timeout_s=5)  # the background refreshes land
         assert demo.control.stats()["total"] == 6  # 3 cold + exactly 1 refresh per source
         data = await gw.data(QUERY)
         assert set(statuses(data).values()) == {"CACHED"}
@@ -402,7 +402,8 @@ async def test_bulkhead_rejections_do_not_count_against_the_breaker(
         data = await gw.data("{ articles(first: 30) { sources { status error { code } } } }")
         # 30 item calls, one at a time, 200 ms each, 700 ms deadline: most wait in the bulkhead
         assert data["articles"]["sources"][0]["status"] == "TIMEOUT"
-        await asyncio.sleep(0.5)  # the refresh runs on until its own budget rejects the rest
+        # the refresh runs on until its own budget rejects the rest
+        await gw.services.source_service.settle(timeout_s=5)
         assert gw.services.breakers["hn"].state.value == "CLOSED"
         assert gw.services.breakers["hn"].snapshot().failures == 0
 
@@ -416,15 +417,15 @@ async def test_postgres_outage_degrades_and_recovers(
 
     pg = EmbeddedPostgres(tmp_path / "own-pg")
     url = await pg.start()
+    clock = FakeClock()
     try:
         settings = make_settings(sources_of(demo.url, *three(ttl_s=1)), database_url=url)
-        async with RunningGateway(create_app(settings)) as gw:
+        async with RunningGateway(create_app(settings, clock=clock)) as gw:
             assert set(statuses(await gw.data(QUERY)).values()) == {"FRESH"}
+            await gw.services.source_service.settle(timeout_s=5)
             await pg.stop()
-            await asyncio.sleep(1.1)  # the cached copy expires
-            started = time.perf_counter()
+            clock.advance(2.1)  # the cached copy expires, and its revalidate window too
             results = await asyncio.gather(*(gw.data(QUERY) for _ in range(5)))
-            assert time.perf_counter() - started < 3.0
             for r in results:
                 assert r["articles"]["nodes"], r
             health = await gw.data("{ health { status database { ok error } } }")
@@ -432,22 +433,20 @@ async def test_postgres_outage_degrades_and_recovers(
             assert await pg.start() == url
             # pooled connections from before the restart are dead: the first query
             # retries on a fresh one instead of failing
-            assert await gw.services.db.ping(timeout_s=2) > 0
-            back = time.perf_counter()
-            while True:
+            await gw.services.db.ping(timeout_s=2)  # raises unless it answers
+            for _ in range(20):  # health checks ignore the back-off: the first may already pass
                 health = await gw.data("{ health { status database { ok } } }")
                 if health["health"]["database"]["ok"]:
                     break
-                assert time.perf_counter() - back < 2.0, "pool did not recover within 2 s"
                 await asyncio.sleep(0.1)
-            assert health["health"]["status"] == "OK"
-            recovered_at = datetime.now(timezone.utc)
-            await asyncio.sleep(2.1)  # past TTL and revalidate window: a blocking refresh
+            assert health["health"]["status"] == "OK", "the pool did not recover"
+            clock.advance(2.1)  # past TTL and revalidate window (and the back-off): a blocking refresh
+            recovered_at = clock.now()
             data = await gw.data(QUERY)
             assert set(statuses(data).values()) == {"FRESH"}
             await gw.services.source_service.tasks.drain(timeout_s=5)  # the write-behind
             rows = await gw.services.db.run(
-                lambda c: c.fetchval("SELECT count(*) FROM fetch_cache WHERE fetched_at > $1", recovered_at)
+                lambda c: c.fetchval("SELECT count(*) FROM fetch_cache WHERE fetched_at >= $1", recovered_at)
             )
             assert rows == 3  # and the cache is written again
     finally:

@@ -69,6 +69,13 @@ class SourceService:
         await self.tasks.drain(timeout_s=5)  # let pending cache writes land
         await self.items.aclose()
 
+    async def settle(self, *, timeout_s: float) -> None:
+        """Wait (bounded) until the work started so far is done: refreshes in flight
+        (stale-while-revalidate ones too), then the cache writes behind them."""
+        await self._resolves.wait_idle(timeout_s=timeout_s)
+        await self.coordinator.wait_idle(timeout_s=timeout_s)
+        await self.tasks.drain(timeout_s=timeout_s)
+
     def adapter(self, source: SourceConfig) -> Adapter:
         return ADAPTERS[source.kind]
 

@@ -122,6 +122,10 @@ class RefreshCoordinator:
     def in_flight(self, key: FeedKey) -> bool:
         return self._flights.in_flight(key)
 
+    async def wait_idle(self, *, timeout_s: float) -> None:
+        """Wait (bounded) for the refreshes in flight now, background ones included."""
+        await self._flights.wait_idle(timeout_s=timeout_s)
+
     # -- bids ---------------------------------------------------------------------
     async def bid(self, key: FeedKey) -> tuple[CachedFeed | None, bool | None]:
         """A cold key's stored copy and whether we took its refresh lease, in one
