@@ -4,6 +4,7 @@ the parser process, and the source service with its breakers and bulkheads."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -11,6 +12,7 @@ import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
+from gateway.ops.metrics import Metrics, cancel, sample_forever
 from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.clock import Clock
 from gateway.service import SourceService
@@ -43,6 +45,7 @@ class Services:
     parser: Parser
     source_service: SourceService
     clock: Clock
+    metrics: Metrics
     started_mono: float
     _stack: AsyncExitStack
 
@@ -51,7 +54,8 @@ class Services:
         return self.source_service.client.breakers
 
     @classmethod
-    async def start(cls, settings: Settings, *, clock: Clock) -> Services:
+    async def start(cls, settings: Settings, *, clock: Clock, metrics: Metrics | None = None) -> Services:
+        metrics = metrics or Metrics()
         async with AsyncExitStack() as stack:
             url = settings.database_url
             if url is None:
@@ -87,9 +91,16 @@ class Services:
                     await parser.start()
                 except Exception as exc:  # noqa: BLE001 - parsing still works; big feeds retry the pool
                     log.warning("the parser process did not start (%s); big feeds will start it on demand", exc)
-            service = build_source_service(settings, db, listener, http, parser, clock)
+            service = build_source_service(settings, db, listener, http, parser, clock, metrics)
             stack.push_async_callback(service.aclose)
-            services = cls(settings, db, listener, parser, service, clock, clock.monotonic(), stack.pop_all())
+            sampler = asyncio.create_task(
+                sample_forever(metrics, clock, lambda: (db.pool.get_size(), db.pool.get_idle_size())),
+                name="gateway-metrics-sampler",
+            )
+            stack.push_async_callback(cancel, sampler)
+            services = cls(
+                settings, db, listener, parser, service, clock, metrics, clock.monotonic(), stack.pop_all()
+            )
         return services
 
     async def aclose(self) -> None:
@@ -106,12 +117,13 @@ def build_source_service(
     http: UpstreamClient,
     parser: Parser,
     clock: Clock,
+    metrics: Metrics | None = None,
 ) -> SourceService:
     """The source path, wired bottom-up: each piece gets only what is below it."""
     tasks = BackgroundTasks()
     budget_s = settings.request_deadline_ms / 1000
-    client = SourceClient(http, settings.sources, max_outbound=settings.max_outbound, clock=clock)
-    cache = FeedCache(db, tasks, capacity=settings.memory_cache_entries, clock=clock)
+    client = SourceClient(http, settings.sources, max_outbound=settings.max_outbound, clock=clock, metrics=metrics)
+    cache = FeedCache(db, tasks, capacity=settings.memory_cache_entries, clock=clock, metrics=metrics)
     items = HNItems(
         client, cache, capacity=settings.memory_cache_entries * ITEMS_PER_FEED_ENTRY, fetch_budget_s=budget_s, clock=clock
     )
@@ -119,7 +131,7 @@ def build_source_service(
         cache, listener, tasks, holder_id=_holder_id(), refresh_budget_s=budget_s, clock=clock
     )
     refresher = Refresher(client, items, parser, clock=clock)
-    return SourceService(db, cache, coordinator, refresher, client, items, tasks, clock)
+    return SourceService(db, cache, coordinator, refresher, client, items, tasks, clock, metrics)
 
 
 def _holder_id() -> str:

@@ -35,6 +35,13 @@ DEFAULT_OFFLOOP_PARSE_BYTES = 256 * 1024
 #: Largest upstream body we accept; bigger ones are a BAD_PAYLOAD, not an OOM.
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_FIRST = 100  # the largest page a client may ask for
+#: After SIGTERM, keep serving (with /readyz at 503) this long before shutting down.
+DEFAULT_SHUTDOWN_DELAY_S = 0.0
+#: "auto": JSON lines when stderr is not a terminal, readable console lines when it is.
+DEFAULT_LOG_FORMAT = "auto"
+LOG_FORMATS = ("auto", "json", "console")
+DEFAULT_LOG_LEVEL = "info"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 # --- per-source defaults ---------------------------------------------------
 DEFAULT_SOURCE_TIMEOUT_MS = 2000
@@ -117,6 +124,9 @@ class Settings:
     memory_cache_entries: int = DEFAULT_MEMORY_CACHE_ENTRIES
     offloop_parse_bytes: int = DEFAULT_OFFLOOP_PARSE_BYTES
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    shutdown_delay_s: float = DEFAULT_SHUTDOWN_DELAY_S
+    log_format: str = DEFAULT_LOG_FORMAT
+    log_level: str = DEFAULT_LOG_LEVEL
 
     def source(self, source_id: str) -> SourceConfig | None:
         for s in self.sources:
@@ -145,11 +155,14 @@ class EnvVar:
     default: object
     kind: type = int
     minimum: float = 1
+    choices: tuple[str, ...] = ()
 
     def read(self, env: Mapping[str, str]) -> object:
         raw = env.get(self.name)
         if raw is None or raw == "":
             return Path(self.default) if self.kind is Path and self.default is not None else self.default
+        if self.choices and raw not in self.choices:
+            raise ConfigError(f"environment variable {self.name} must be one of {', '.join(self.choices)}, got {raw!r}")
         if self.kind in (str, Path):
             return self.kind(raw)
         try:
@@ -176,6 +189,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("GATEWAY_MEMORY_CACHE_ENTRIES", "memory_cache_entries", DEFAULT_MEMORY_CACHE_ENTRIES),
     EnvVar("GATEWAY_OFFLOOP_PARSE_BYTES", "offloop_parse_bytes", DEFAULT_OFFLOOP_PARSE_BYTES, minimum=0),
     EnvVar("GATEWAY_MAX_UPSTREAM_BODY_BYTES", "max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+    EnvVar("GATEWAY_SHUTDOWN_DELAY_S", "shutdown_delay_s", DEFAULT_SHUTDOWN_DELAY_S, float, 0),
+    EnvVar("GATEWAY_LOG_FORMAT", "log_format", DEFAULT_LOG_FORMAT, str, choices=LOG_FORMATS),
+    EnvVar("GATEWAY_LOG_LEVEL", "log_level", DEFAULT_LOG_LEVEL, str, choices=LOG_LEVELS),
 )
 
 

@@ -14,10 +14,10 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from gateway.errors import BadPayload, DeadlineExceeded, SourceError, UpstreamError, UpstreamTimeout
-from gateway.resilience.breaker import CircuitBreaker
+from gateway.resilience.breaker import BreakerState, CircuitBreaker
 from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.clock import Clock
 from gateway.resilience.deadline import Deadline
@@ -25,6 +25,9 @@ from gateway.resilience.retry import RetryBudget, retry_delay
 from gateway.settings import SourceConfig
 from gateway.sources.base import RequestSpec
 from gateway.upstream import UpstreamClient, UpstreamResponse
+
+if TYPE_CHECKING:
+    from gateway.ops.metrics import Metrics
 
 log = logging.getLogger("gateway.service")
 T = TypeVar("T")
@@ -51,12 +54,25 @@ class SourceClient:
     source, in front of the one HTTP client."""
 
     def __init__(
-        self, http: UpstreamClient, sources: Iterable[SourceConfig], *, max_outbound: int, clock: Clock
+        self,
+        http: UpstreamClient,
+        sources: Iterable[SourceConfig],
+        *,
+        max_outbound: int,
+        clock: Clock,
+        metrics: Metrics | None = None,
     ) -> None:
         self.http = http
         self.clock = clock
+        self.metrics = metrics
         sources = tuple(sources)
-        self.breakers = {s.id: CircuitBreaker(s.id, s.breaker, clock=clock) for s in sources}
+        on_change = metrics.breaker_changed if metrics is not None else None
+        self.breakers = {
+            s.id: CircuitBreaker(s.id, s.breaker, clock=clock, on_state_change=on_change) for s in sources
+        }
+        if metrics is not None:
+            for s in sources:
+                metrics.breaker_changed(s.id, BreakerState.CLOSED, BreakerState.CLOSED)
         self.global_bulkhead = Bulkhead("global", max_outbound)
         self.bulkheads = {s.id: Bulkhead(s.id, s.max_concurrency) for s in sources}
         self.retry_budgets = {s.id: RetryBudget(clock) for s in sources}
@@ -70,6 +86,27 @@ class SourceClient:
         parse: Callable[[UpstreamResponse], Awaitable[T]],
     ) -> T:
         """GET ``spec`` and return ``await parse(response)`` (a 304 included)."""
+        started = self.clock.monotonic()
+        outcome = "ok"
+        try:
+            return await self._call(source, spec, budget, parse)
+        except SourceError as exc:
+            outcome = exc.code
+            raise
+        except BaseException:
+            outcome = "cancelled"
+            raise
+        finally:
+            if self.metrics is not None and outcome != "CIRCUIT_OPEN":  # no call was made
+                self.metrics.upstream(source.id, outcome, self.clock.monotonic() - started)
+
+    async def _call(
+        self,
+        source: SourceConfig,
+        spec: RequestSpec,
+        budget: Deadline,
+        parse: Callable[[UpstreamResponse], Awaitable[T]],
+    ) -> T:
         breaker = self.breakers[source.id]
         retries = self.retry_budgets[source.id]
         stats = self.stats[source.id]

@@ -218,10 +218,14 @@ class Database:
                 raise DatabaseUnavailable("database unavailable") from exc
             raise
 
+    def reset_backoff(self) -> None:
+        """Forget a recent failure: health checks must notice recovery at once."""
+        self._down_until = 0.0
+
     async def ping(self, *, timeout_s: float = 1.0) -> float:
         """Round-trip ``SELECT 1``; returns the latency in ms. Ignores the back-off,
         so health checks notice recovery."""
-        self._down_until = 0.0
+        self.reset_backoff()
         started = self.clock.monotonic()
         await self.run(lambda conn: conn.fetchval("SELECT 1"), timeout_s=timeout_s)
         return (self.clock.monotonic() - started) * 1000
