@@ -6,7 +6,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -25,11 +25,15 @@ from gateway.errors import GatewayError
 from gateway.graphiql import graphiql_html, graphiql_routes
 from gateway.ops.metrics import HTTPMetrics, Metrics
 from gateway.ops.readiness import Drain, Readiness
+from gateway.ops.tracing import provider_from_env, tracer_of
 from gateway.resilience.clock import Clock, SystemClock
 from gateway.schema import build_schema
 from gateway.schema.errors import classify
 from gateway.services import Services
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("gateway")
 
@@ -59,17 +63,24 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         return await super().process_result(request, result)
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
+def create_app(
+    settings: Settings, *, clock: Clock | None = None, tracer_provider: TracerProvider | None = None
+) -> Starlette:
     """Build the gateway. ``clock`` swaps time for everything that decides by it
-    (deadlines, breakers, caches, the database back-off); tests step a fake one."""
+    (deadlines, breakers, caches, the database back-off); tests step a fake one.
+    ``tracer_provider``: where spans go (default: OTLP when OTEL_EXPORTER_OTLP_ENDPOINT
+    is set, else no tracing)."""
     clock = clock or SystemClock()
+    own_provider = tracer_provider is None
+    provider = tracer_provider if tracer_provider is not None else provider_from_env()
+    tracer = tracer_of(provider)
 
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         try:
-            services = await Services.start(settings, clock=clock, metrics=metrics)
+            services = await Services.start(settings, clock=clock, metrics=metrics, tracer=tracer)
         except GatewayError as exc:
             # uvicorn prints a traceback for lifespan failures; give the operator the
             # one line that matters first.
@@ -95,6 +106,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
             drain.uninstall()
             await services.aclose()
             metrics.process_exited()
+            if own_provider and provider is not None:
+                provider.shutdown()  # flushes the spans still queued
 
     graphql_app = GatewayGraphQL(build_schema(), graphql_ide="graphiql")
 

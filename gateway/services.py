@@ -11,6 +11,7 @@ import socket
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.ops.metrics import Metrics, cancel, sample_forever
 from gateway.resilience.breaker import CircuitBreaker
@@ -31,6 +32,9 @@ from gateway.store.listener import CacheListener
 from gateway.store.migrate import migrate
 from gateway.upstream import UpstreamClient
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
 log = logging.getLogger("gateway")
 
 #: HN items kept in memory per feed entry the memory cache holds.
@@ -46,6 +50,7 @@ class Services:
     source_service: SourceService
     clock: Clock
     metrics: Metrics
+    tracer: Tracer | None
     started_mono: float
     _stack: AsyncExitStack
 
@@ -54,7 +59,9 @@ class Services:
         return self.source_service.client.breakers
 
     @classmethod
-    async def start(cls, settings: Settings, *, clock: Clock, metrics: Metrics | None = None) -> Services:
+    async def start(
+        cls, settings: Settings, *, clock: Clock, metrics: Metrics | None = None, tracer: Tracer | None = None
+    ) -> Services:
         metrics = metrics or Metrics()
         async with AsyncExitStack() as stack:
             url = settings.database_url
@@ -69,6 +76,7 @@ class Services:
                 connect_timeout_s=settings.db_connect_timeout_s,
                 command_timeout_s=settings.db_command_timeout_s,
                 clock=clock,
+                tracer=tracer,
                 setup=migrate,
                 warm=HOT_STATEMENTS,
             )
@@ -91,7 +99,7 @@ class Services:
                     await parser.start()
                 except Exception as exc:  # noqa: BLE001 - parsing still works; big feeds retry the pool
                     log.warning("the parser process did not start (%s); big feeds will start it on demand", exc)
-            service = build_source_service(settings, db, listener, http, parser, clock, metrics)
+            service = build_source_service(settings, db, listener, http, parser, clock, metrics, tracer)
             stack.push_async_callback(service.aclose)
             sampler = asyncio.create_task(
                 sample_forever(metrics, clock, lambda: (db.pool.get_size(), db.pool.get_idle_size())),
@@ -99,7 +107,7 @@ class Services:
             )
             stack.push_async_callback(cancel, sampler)
             services = cls(
-                settings, db, listener, parser, service, clock, metrics, clock.monotonic(), stack.pop_all()
+                settings, db, listener, parser, service, clock, metrics, tracer, clock.monotonic(), stack.pop_all()
             )
         return services
 
@@ -118,11 +126,14 @@ def build_source_service(
     parser: Parser,
     clock: Clock,
     metrics: Metrics | None = None,
+    tracer: Tracer | None = None,
 ) -> SourceService:
     """The source path, wired bottom-up: each piece gets only what is below it."""
     tasks = BackgroundTasks()
     budget_s = settings.request_deadline_ms / 1000
-    client = SourceClient(http, settings.sources, max_outbound=settings.max_outbound, clock=clock, metrics=metrics)
+    client = SourceClient(
+        http, settings.sources, max_outbound=settings.max_outbound, clock=clock, metrics=metrics, tracer=tracer
+    )
     cache = FeedCache(db, tasks, capacity=settings.memory_cache_entries, clock=clock, metrics=metrics)
     items = HNItems(
         client, cache, capacity=settings.memory_cache_entries * ITEMS_PER_FEED_ENTRY, fetch_budget_s=budget_s, clock=clock
@@ -131,7 +142,7 @@ def build_source_service(
         cache, listener, tasks, holder_id=_holder_id(), refresh_budget_s=budget_s, clock=clock
     )
     refresher = Refresher(client, items, parser, clock=clock)
-    return SourceService(db, cache, coordinator, refresher, client, items, tasks, clock, metrics)
+    return SourceService(db, cache, coordinator, refresher, client, items, tasks, clock, metrics, tracer)
 
 
 def _holder_id() -> str:

@@ -209,3 +209,32 @@ async def test_logs_are_json_lines_with_the_request_id(demo: DemoServer, databas
     assert set(ours[0]["sources"]) >= {"bbc", "tech-wire"} and ours[0]["duration_ms"] >= 0
     assert any(line["logger"].startswith("uvicorn") for line in lines)  # uvicorn's records too
     assert not any(line["logger"] == "uvicorn.access" for line in lines)  # access lines stay opt-in
+
+
+async def test_traces_follow_the_graphql_conventions(demo: DemoServer, make_settings: Callable[..., Settings]) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    demo.control.set_fault("feeds.rss:tech", fault="503")
+    bbc = {"id": "bbc", "name": "BBC", "kind": "newsapi", "url": "{demo}/newsapi/v2/top-headlines?sources=bbc-news"}
+    settings = make_settings(sources_of(demo.url, bbc, TECH))
+    async with RunningGateway(create_app(settings, tracer_provider=provider)) as gw:
+        await gw.data(NAMED)
+        await gw.services.source_service.settle(timeout_s=5)
+    spans = exporter.get_finished_spans()
+    (operation,) = [s for s in spans if s.name == "query FrontPage"]
+    assert operation.attributes["graphql.operation.type"] == "query"
+    assert operation.attributes["graphql.operation.name"] == "FrontPage"
+    fetches = {s.attributes["gateway.source.id"]: s for s in spans if s.name == "source fetch"}
+    assert set(fetches) == {"bbc", "tech"}
+    assert all(f.parent is not None and f.parent.span_id == operation.context.span_id for f in fetches.values())
+    assert fetches["bbc"].attributes["gateway.source.status"] == "FRESH"
+    assert fetches["tech"].attributes["gateway.source.error"] == "UPSTREAM_HTTP_ERROR"
+    calls = [s for s in spans if s.name == "GET" and s.attributes["gateway.source.id"] == "tech"]
+    assert calls and {c.attributes["http.response.status_code"] for c in calls} == {503}
+    assert any(s.name == "postgresql" and s.attributes["db.system.name"] == "postgresql" for s in spans)
+    assert all(s.context.trace_id == operation.context.trace_id for s in fetches.values())

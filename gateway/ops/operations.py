@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import structlog
+from opentelemetry.trace import Span, Status, StatusCode
 from strawberry.extensions import SchemaExtension
 
 log = structlog.get_logger("gateway.request")
@@ -23,7 +24,13 @@ class OperationObserver(SchemaExtension):
             return
         clock = services.clock
         started = clock.monotonic()
-        yield
+        tracer = services.tracer
+        if tracer is None:
+            yield
+        else:
+            with tracer.start_as_current_span("graphql operation") as span:
+                yield
+                self._describe(span)
         seconds = clock.monotonic() - started
         result = self.execution_context.result
         if result is None or (result.errors and result.data is None):
@@ -32,10 +39,7 @@ class OperationObserver(SchemaExtension):
             outcome = "partial"
         else:
             outcome = "ok"
-        try:
-            op_type = self.execution_context.operation_type.value
-        except Exception:  # noqa: BLE001 - no document (a parse error) or no such operation
-            op_type = "unknown"
+        op_type = self._operation_type()
         name = self.execution_context.operation_name
         metrics.operation(name, op_type, outcome, seconds)
         log.info(
@@ -49,3 +53,19 @@ class OperationObserver(SchemaExtension):
             sources={o.source.id: o.status.value for o in ctx.outcomes},
             errors=[(e.extensions or {}).get("code") for e in result.errors] if result and result.errors else None,
         )
+
+    def _operation_type(self) -> str:
+        try:
+            return self.execution_context.operation_type.value
+        except Exception:  # noqa: BLE001 - no document (a parse error) or no such operation
+            return "unknown"
+
+    def _describe(self, span: Span) -> None:
+        op_type, name = self._operation_type(), self.execution_context.operation_name
+        span.update_name(f"{op_type} {name}" if name else op_type)
+        span.set_attribute("graphql.operation.type", op_type)
+        if name:
+            span.set_attribute("graphql.operation.name", name)
+        result = self.execution_context.result
+        if result is not None and result.errors:
+            span.set_status(Status(StatusCode.ERROR))

@@ -44,6 +44,8 @@ from gateway.store import articles as article_queries
 from gateway.store.db import Database
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
     from gateway.ops.metrics import Metrics
 
 log = logging.getLogger("gateway.service")
@@ -62,6 +64,7 @@ class SourceService:
     tasks: BackgroundTasks
     clock: Clock
     metrics: Metrics | None = None
+    tracer: Tracer | None = None
     _resolves: SingleFlight[tuple[SourceStatus, CachedFeed]] = field(default_factory=SingleFlight, init=False)
 
     @property
@@ -88,7 +91,14 @@ class SourceService:
     async def fetch(self, source: SourceConfig, search: str | None, deadline: Deadline) -> SourceOutcome:
         """Articles of one source for one request, with an honest status. Never raises
         for upstream or database trouble: that is what the status is for."""
-        outcome = await self._fetch(source, search, deadline)
+        if self.tracer is None:
+            outcome = await self._fetch(source, search, deadline)
+        else:
+            with self.tracer.start_as_current_span("source fetch", attributes={"gateway.source.id": source.id}) as span:
+                outcome = await self._fetch(source, search, deadline)
+                span.set_attribute("gateway.source.status", outcome.status.value)
+                if outcome.error is not None:
+                    span.set_attribute("gateway.source.error", outcome.error.code)
         if self.metrics is not None:
             self.metrics.source_results.labels(source.id, outcome.status.value).inc()
         return outcome

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
+from opentelemetry.trace import SpanKind
+
 from gateway.errors import BadPayload, DeadlineExceeded, SourceError, UpstreamError, UpstreamTimeout
 from gateway.resilience.breaker import BreakerState, CircuitBreaker
 from gateway.resilience.bulkhead import Bulkhead
@@ -27,6 +29,8 @@ from gateway.sources.base import RequestSpec
 from gateway.upstream import UpstreamClient, UpstreamResponse
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
     from gateway.ops.metrics import Metrics
 
 log = logging.getLogger("gateway.service")
@@ -61,10 +65,12 @@ class SourceClient:
         max_outbound: int,
         clock: Clock,
         metrics: Metrics | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.http = http
         self.clock = clock
         self.metrics = metrics
+        self.tracer = tracer
         sources = tuple(sources)
         on_change = metrics.breaker_changed if metrics is not None else None
         self.breakers = {
@@ -100,6 +106,21 @@ class SourceClient:
             if self.metrics is not None and outcome != "CIRCUIT_OPEN":  # no call was made
                 self.metrics.upstream(source.id, outcome, self.clock.monotonic() - started)
 
+    async def _send(self, source: SourceConfig, spec: RequestSpec, timeout_s: float) -> UpstreamResponse:
+        if self.tracer is None:
+            return await self.http.get(spec, timeout_s=timeout_s)
+        attributes = {"http.request.method": "GET", "url.full": spec.url, "gateway.source.id": source.id}
+        with self.tracer.start_as_current_span("GET", kind=SpanKind.CLIENT, attributes=attributes) as span:
+            try:
+                resp = await self.http.get(spec, timeout_s=timeout_s)
+            except SourceError as exc:
+                if exc.http_status is not None:
+                    span.set_attribute("http.response.status_code", exc.http_status)
+                span.set_attribute("error.type", exc.code)
+                raise
+            span.set_attribute("http.response.status_code", resp.status)
+            return resp
+
     async def _call(
         self,
         source: SourceConfig,
@@ -127,7 +148,7 @@ class SourceClient:
                     # than the source's timeout, and then a timeout is ours, not theirs.
                     timeout = min(source.timeout_s, budget.remaining())
                     capped = timeout < source.timeout_s
-                    resp = await self.http.get(spec, timeout_s=max(timeout, MIN_WAIT_S))
+                    resp = await self._send(source, spec, max(timeout, MIN_WAIT_S))
                 async with asyncio.timeout(max(budget.remaining(), MIN_WAIT_S)):
                     result = await parse(resp)
             except TimeoutError:  # parsing outlived the budget: our limit, not the upstream's fault
