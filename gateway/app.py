@@ -21,10 +21,14 @@ from strawberry.types import ExecutionResult
 
 from gateway.coalesce import ARRIVED_KEY, CoalesceIdentical
 from gateway.context import GatewayContext, build_context
+from gateway.edge import edge_middleware
+from gateway.edge.gate import GraphQLGate
+from gateway.edge.graphql_view import EdgeViewMixin
+from gateway.edge.runtime import EdgeRuntime
 from gateway.errors import GatewayError
 from gateway.graphiql import graphiql_html, graphiql_routes
-from gateway.resilience.clock import Clock
-from gateway.schema import build_schema
+from gateway.resilience.clock import Clock, SystemClock
+from gateway.schema import MAX_TOKENS, build_schema
 from gateway.schema.errors import classify
 from gateway.services import Services
 from gateway.settings import Settings
@@ -32,21 +36,24 @@ from gateway.settings import Settings
 log = logging.getLogger("gateway")
 
 
-class GatewayGraphQL(GraphQL[GatewayContext, None]):
-    """Strawberry's ASGI app with our context and a faster JSON encoder."""
+class GatewayGraphQL(EdgeViewMixin, GraphQL[GatewayContext, None]):
+    """Strawberry's ASGI app with our context and a faster JSON encoder; the edge's
+    hooks (GraphQL over HTTP status codes, actual cost) come from EdgeViewMixin."""
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> GatewayContext:
         services: Services = request.state.services
-        return build_context(
+        ctx = build_context(
             services, request_id=request.headers.get("x-request-id"), arrived=request.scope.get(ARRIVED_KEY)
         )
+        self.remember_context(request, ctx)
+        return ctx
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         # strawberry's page with its unpkg assets served from gateway/static/graphiql
-        return HTMLResponse(graphiql_html())
+        return self.graphiql_response(graphiql_html())
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         # Errors raised before execution (e.g. syntax errors caught in the parser
@@ -54,7 +61,7 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         if result.errors:
             request_id = request.headers.get("x-request-id")
             result.errors = [e if (e.extensions or {}).get("code") else classify(e, request_id) for e in result.errors]
-        return await super().process_result(request, result)
+        return self.edge_result(request, result, await super().process_result(request, result))
 
 
 def create_app(
@@ -64,7 +71,8 @@ def create_app(
     clock: Clock | None = None,
 ) -> Starlette:
     """Build the gateway. ``transport`` swaps the upstream network (tests); ``clock``
-    swaps time for breakers and caches."""
+    swaps time for breakers, caches, arrival stamps and rate-limit buckets."""
+    clock = clock or SystemClock()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -76,6 +84,8 @@ def create_app(
             log.error("gateway failed to start: %s", exc.message)
             raise
         app.state.services = services  # for tests and operators' tooling
+        edge = EdgeRuntime.start(settings, sdl=schema.as_str(), db=services.db, clock=clock)
+        app.state.edge = edge
         # What startup built (modules, the schema, pools) lives as long as the process:
         # keep it out of the cyclic GC, whose full collections otherwise walk it all
         # (~10 ms with the loop held, at a moment no request chooses).
@@ -85,12 +95,14 @@ def create_app(
             "gateway ready: %d source(s) from %s", len(settings.sources), settings.sources_file or "<settings>"
         )
         try:
-            yield {"services": services}
+            yield {"services": services, "edge": edge}
         finally:
             gc.unfreeze()  # several apps in one process (tests): let this one's go
+            await edge.aclose()
             await services.aclose()
 
-    graphql_app = GatewayGraphQL(build_schema(), graphql_ide="graphiql")
+    schema = build_schema(introspection=settings.edge.introspection_on, suggestions=settings.edge.suggestions_on)
+    graphql_app = GatewayGraphQL(schema, graphql_ide="graphiql" if settings.edge.graphiql_on else None)
 
     async def root(request: Request) -> Response:
         return RedirectResponse("/graphql")
@@ -102,9 +114,11 @@ def create_app(
         routes=[
             Route("/", root),
             Route("/livez", livez),
-            Route("/graphql", CoalesceIdentical(graphql_app), methods=["GET", "POST"]),
+            # No `methods=`: the gate answers every method itself (405 with Allow, in JSON).
+            Route("/graphql", GraphQLGate(CoalesceIdentical(graphql_app), max_tokens=MAX_TOKENS)),
             *graphiql_routes(),
         ],
+        middleware=edge_middleware(settings, clock=clock),
         lifespan=lifespan,
     )
 

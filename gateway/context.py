@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from gateway.edge.cost import CostMeter
 from gateway.loaders import Loaders
 from gateway.resilience.deadline import Deadline
 
@@ -19,6 +20,8 @@ class GatewayContext:
     loaders: Loaders
     deadline: Deadline
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: What this request actually returns and fetches, stopped at the cost limits.
+    meter: CostMeter | None = None
 
 
 def build_context(services: Services, *, request_id: str | None = None, arrived: float | None = None) -> GatewayContext:
@@ -26,7 +29,13 @@ def build_context(services: Services, *, request_id: str | None = None, arrived:
     when the GraphQL layer got to it: time queued counts too."""
     budget_s = services.settings.request_deadline_ms / 1000
     deadline = Deadline(arrived + budget_s) if arrived is not None else Deadline.after(budget_s)
-    ctx = GatewayContext(services, Loaders.create(services.source_service, deadline), deadline)
+    edge = services.settings.edge
+    ctx = GatewayContext(
+        services,
+        Loaders.create(services.source_service, deadline),
+        deadline,
+        meter=CostMeter(edge.max_query_cost, edge.max_upstream_fetches),
+    )
     if request_id:
         ctx.request_id = request_id
     return ctx

@@ -33,6 +33,29 @@ DEFAULT_OFFLOOP_PARSE_BYTES = 256 * 1024
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_FIRST = 100  # the largest page a client may ask for
 
+# --- edge: limits, identity, production posture (gateway/edge/) -------------
+DEFAULT_ENV = "development"  # or "production": no GraphiQL, introspection or field suggestions
+ENVIRONMENTS = ("development", "production")
+#: Largest request body accepted (HTTP 413 above it).
+DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+#: Estimated objects one request may return. The README's queries cost 6 to 211; a page
+#: of 100 stories with 10 comments of 10 replies each costs 11,101. The nested
+#: articles -> source -> articles attack (first: 100 at each level) costs ~1,000,000.
+DEFAULT_MAX_QUERY_COST = 20_000
+#: Distinct upstream fetches one request may cause (source x search, HN comment levels).
+DEFAULT_MAX_UPSTREAM_FETCHES = 8
+DEFAULT_RATE_LIMIT_ENABLED = True
+#: Points in a client's bucket, and points restored per second. Generous: `make run`
+#: and the README's queries never meet them; a flood of expensive queries does.
+DEFAULT_RATE_LIMIT_BURST = 200_000
+DEFAULT_RATE_LIMIT_PER_S = 20_000
+#: How often local buckets are reconciled with the shared table (0: local only).
+DEFAULT_RATE_LIMIT_SYNC_MS = 100
+#: With the shared store down, keep limiting with local buckets (true) or refuse (503).
+DEFAULT_RATE_LIMIT_FAIL_OPEN = True
+DEFAULT_REQUIRE_API_KEY = False
+DEFAULT_CORS_MAX_AGE_S = 600
+
 # --- per-source defaults ---------------------------------------------------
 DEFAULT_SOURCE_TIMEOUT_MS = 2000
 DEFAULT_SOURCE_TTL_S = 120
@@ -105,6 +128,7 @@ class Settings:
     memory_cache_entries: int = DEFAULT_MEMORY_CACHE_ENTRIES
     offloop_parse_bytes: int = DEFAULT_OFFLOOP_PARSE_BYTES
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    edge: EdgeSettings = field(default_factory=lambda: EdgeSettings())
 
     def source(self, source_id: str) -> SourceConfig | None:
         for s in self.sources:
@@ -132,7 +156,116 @@ class Settings:
             max_outbound=_env_int(env, "GATEWAY_MAX_OUTBOUND", DEFAULT_MAX_OUTBOUND),
             db_pool_min=_env_int(env, "GATEWAY_DB_POOL_MIN", DEFAULT_DB_POOL_MIN, minimum=0),
             db_pool_max=_env_int(env, "GATEWAY_DB_POOL_MAX", DEFAULT_DB_POOL_MAX),
+            edge=EdgeSettings.from_env(env),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """One API client from the clients file. Only the SHA-256 of its key is kept."""
+
+    id: str
+    key_sha256: str = field(repr=False)
+    burst: int | None = None
+    per_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeSettings:
+    """What the edge enforces: body and cost limits, rate limits, identity, CORS, posture."""
+
+    env: str = DEFAULT_ENV
+    introspection: bool | None = None  # None: on in development, off in production
+    graphiql: bool | None = None  # None: on in development, off in production
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_query_cost: int = DEFAULT_MAX_QUERY_COST
+    max_upstream_fetches: int = DEFAULT_MAX_UPSTREAM_FETCHES
+    rate_limit_enabled: bool = DEFAULT_RATE_LIMIT_ENABLED
+    rate_limit_burst: int = DEFAULT_RATE_LIMIT_BURST
+    rate_limit_per_s: float = DEFAULT_RATE_LIMIT_PER_S
+    rate_limit_sync_ms: int = DEFAULT_RATE_LIMIT_SYNC_MS
+    rate_limit_fail_open: bool = DEFAULT_RATE_LIMIT_FAIL_OPEN
+    clients_file: Path | None = None
+    clients: tuple[ClientConfig, ...] = ()
+    require_api_key: bool = DEFAULT_REQUIRE_API_KEY
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For / Forwarded we believe
+    cors_origins: tuple[str, ...] = ()
+    cors_allow_credentials: bool = False
+    cors_max_age_s: int = DEFAULT_CORS_MAX_AGE_S
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def introspection_on(self) -> bool:
+        return (not self.production) if self.introspection is None else self.introspection
+
+    @property
+    def graphiql_on(self) -> bool:
+        return (not self.production) if self.graphiql is None else self.graphiql
+
+    @property
+    def suggestions_on(self) -> bool:
+        return not self.production
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> EdgeSettings:
+        from gateway.edge.clients import load_clients, parse_cidrs
+
+        mode = (env.get("GATEWAY_ENV") or DEFAULT_ENV).strip().lower()
+        if mode not in ENVIRONMENTS:
+            raise ConfigError(f"environment variable GATEWAY_ENV must be one of {', '.join(ENVIRONMENTS)}, got {mode!r}")
+        clients_file = Path(env["GATEWAY_CLIENTS_FILE"]) if env.get("GATEWAY_CLIENTS_FILE") else None
+        origins = tuple(o.strip() for o in (env.get("GATEWAY_CORS_ORIGINS") or "").split(",") if o.strip())
+        credentials = _env_bool(env, "GATEWAY_CORS_ALLOW_CREDENTIALS", False)
+        if credentials and "*" in origins:
+            raise ConfigError("GATEWAY_CORS_ORIGINS may not contain '*' with GATEWAY_CORS_ALLOW_CREDENTIALS=true")
+        proxies = tuple(p.strip() for p in (env.get("GATEWAY_TRUSTED_PROXIES") or "").split(",") if p.strip())
+        parse_cidrs(proxies)  # a typo is a startup error, not a silently open door
+        out = cls(
+            env=mode,
+            introspection=_env_opt_bool(env, "GATEWAY_INTROSPECTION"),
+            graphiql=_env_opt_bool(env, "GATEWAY_GRAPHIQL"),
+            max_request_bytes=_env_int(env, "GATEWAY_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES),
+            max_query_cost=_env_int(env, "GATEWAY_MAX_QUERY_COST", DEFAULT_MAX_QUERY_COST),
+            max_upstream_fetches=_env_int(env, "GATEWAY_MAX_UPSTREAM_FETCHES", DEFAULT_MAX_UPSTREAM_FETCHES),
+            rate_limit_enabled=_env_bool(env, "GATEWAY_RATE_LIMIT", DEFAULT_RATE_LIMIT_ENABLED),
+            rate_limit_burst=_env_int(env, "GATEWAY_RATE_LIMIT_BURST", DEFAULT_RATE_LIMIT_BURST),
+            rate_limit_per_s=float(_env_int(env, "GATEWAY_RATE_LIMIT_PER_S", DEFAULT_RATE_LIMIT_PER_S)),
+            rate_limit_sync_ms=_env_int(env, "GATEWAY_RATE_LIMIT_SYNC_MS", DEFAULT_RATE_LIMIT_SYNC_MS, minimum=0),
+            rate_limit_fail_open=_env_bool(env, "GATEWAY_RATE_LIMIT_FAIL_OPEN", DEFAULT_RATE_LIMIT_FAIL_OPEN),
+            clients_file=clients_file,
+            clients=load_clients(clients_file) if clients_file else (),
+            require_api_key=_env_bool(env, "GATEWAY_REQUIRE_API_KEY", DEFAULT_REQUIRE_API_KEY),
+            trusted_proxies=proxies,
+            cors_origins=origins,
+            cors_allow_credentials=credentials,
+            cors_max_age_s=_env_int(env, "GATEWAY_CORS_MAX_AGE_S", DEFAULT_CORS_MAX_AGE_S, minimum=0),
+        )
+        if out.rate_limit_sync_ms > 100:
+            raise ConfigError(f"GATEWAY_RATE_LIMIT_SYNC_MS must be <= 100 (0 disables sharing), got {out.rate_limit_sync_ms}")
+        return out
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _env_opt_bool(env: Mapping[str, str], name: str) -> bool | None:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return None
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"environment variable {name} must be true or false, got {env.get(name)!r}")
+
+
+def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = _env_opt_bool(env, name)
+    return default if value is None else value
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
