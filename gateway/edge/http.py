@@ -7,6 +7,7 @@ Pure functions of the request's parts: no I/O.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -96,7 +97,13 @@ def params_from_body(body: bytes) -> GraphQLParams:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise RequestError(400, "BAD_REQUEST", f"the request body is not valid JSON ({exc.msg})") from None
+        # orjson refuses escaped lone surrogates ("\ud800"), which JSON's grammar allows;
+        # the stdlib parser takes them, and the resolver then refuses the argument
+        # as BAD_USER_INPUT while the request's other fields are answered.
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise RequestError(400, "BAD_REQUEST", f"the request body is not valid JSON ({exc.msg})") from None
     if isinstance(data, list):
         raise RequestError(400, "BATCH_NOT_SUPPORTED", "batched requests are not supported; send one operation")
     if not isinstance(data, dict):
@@ -121,8 +128,8 @@ def params_from_query_string(query_string: bytes) -> GraphQLParams:
                 data[name] = None
                 continue
             try:
-                data[name] = orjson.loads(raw)
-            except orjson.JSONDecodeError:
+                data[name] = json.loads(raw)
+            except ValueError:
                 raise RequestError(400, "BAD_REQUEST", f"parameter {name!r} is not valid JSON") from None
     return _params(data)
 
