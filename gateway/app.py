@@ -115,7 +115,12 @@ def create_app(
             Route("/", root),
             Route("/livez", livez),
             # No `methods=`: the gate answers every method itself (405 with Allow, in JSON).
-            Route("/graphql", GraphQLGate(CoalesceIdentical(graphql_app), max_tokens=MAX_TOKENS)),
+            Route(
+                "/graphql",
+                GraphQLGate(
+                    CoalesceIdentical(graphql_app, max_body_bytes=settings.edge.max_request_bytes), max_tokens=MAX_TOKENS
+                ),
+            ),
             *graphiql_routes(),
         ],
         middleware=edge_middleware(settings, clock=clock),

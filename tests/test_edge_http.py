@@ -97,6 +97,8 @@ async def test_expensive_queries_are_refused_before_any_upstream_call(gateway: R
     error = body["errors"][0]
     assert error["extensions"]["code"] == "QUERY_TOO_EXPENSIVE"
     assert error["extensions"]["cost"] > error["extensions"]["maxCost"]
+    cost = body["extensions"]["cost"]  # not charged: nothing ran
+    assert cost["actualQueryCost"] == 0 and cost["throttleStatus"]["currentlyAvailable"] == 200_000
     assert upstream_calls(gateway) == 0
 
 

@@ -8,7 +8,7 @@
     burst = 50000      # optional: this client's bucket size (points)
     per_s = 5000       # optional: points restored per second
 
-Only the SHA-256 (hex) of each key is stored; ``gateway hash-key`` prints it.
+Only the SHA-256 (hex) of each key is stored: ``printf %s "$KEY" | sha256sum``.
 """
 
 from __future__ import annotations

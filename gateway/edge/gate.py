@@ -25,6 +25,7 @@ import orjson
 from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, OperationType, parse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.edge.cost import QueryTooExpensive
 from gateway.edge.http import (
     GRAPHQL_RESPONSE_JSON,
     GraphQLParams,
@@ -38,7 +39,6 @@ from gateway.edge.identity import CLIENT, ClientIdentity
 from gateway.edge.ratelimit import Decision, ThrottleStatus
 from gateway.edge.responses import GRAPHQL_RESPONSE_JSON as GR_CT
 from gateway.edge.responses import JSON as JSON_CT
-from gateway.edge.responses import error_body
 
 if TYPE_CHECKING:
     from gateway.edge.runtime import EdgeRuntime
@@ -102,21 +102,30 @@ class GraphQLGate:
             await _refuse(send, exc)
             return
 
+        client: ClientIdentity = scope.get(CLIENT) or ClientIdentity(f"ip:{(scope.get('client') or ('?',))[0]}", False)
+        limiter = edge.limiter
         requested = 1  # unparseable documents: validation answers them; charge the minimum
         if operation is not None:
-            document, op = operation.document, operation.node
-            estimate = edge.estimator.estimate(params.query, document, op, params.variables)
+            estimate = edge.estimator.estimate(params.query, operation.document, operation.node, params.variables)
             too_expensive = estimate.check(edge.settings.max_query_cost, edge.settings.max_upstream_fetches)
+            if too_expensive is None and limiter is not None:
+                own_burst = limiter.bucket(client.id, client.burst, client.per_s).burst
+                if estimate.cost > own_burst:  # could never fit this client's bucket: not a matter of waiting
+                    too_expensive = QueryTooExpensive(
+                        f"query cost {estimate.cost} exceeds this client's bucket of {own_burst:g} points",
+                        cost=estimate.cost, max_cost=int(own_burst))
             if too_expensive is not None:
-                status = 400 if media == GRAPHQL_RESPONSE_JSON else 200
-                body_out = error_body(too_expensive.code, too_expensive.message, **too_expensive.extensions)
-                await _send(send, status, body_out, media, [])
+                status = limiter.status(client.id) if limiter is not None else None
+                payload = {
+                    "errors": [{"message": too_expensive.message,
+                                "extensions": {"code": too_expensive.code, **too_expensive.extensions}}],
+                    "extensions": {"cost": _cost_json(estimate.cost, 0, status)},
+                }
+                await _send(send, 400 if media == GRAPHQL_RESPONSE_JSON else 200, orjson.dumps(payload), media, [])
                 return
             requested = max(1, estimate.cost)
 
-        client: ClientIdentity = scope.get(CLIENT) or ClientIdentity(f"ip:{(scope.get('client') or ('?',))[0]}", False)
         decision: Decision | None = None
-        limiter = edge.limiter
         if limiter is not None:
             if limiter.refuse_all:
                 await _refuse(send, RequestError(503, "RATE_LIMIT_UNAVAILABLE",
@@ -124,13 +133,6 @@ class GraphQLGate:
                                                  headers=[(b"retry-after", b"1")]))
                 return
             decision = limiter.charge(client.id, requested, burst=client.burst, per_s=client.per_s)
-            if requested > decision.status.maximum_available:
-                exc = RequestError(400 if media == GRAPHQL_RESPONSE_JSON else 200, "QUERY_TOO_EXPENSIVE",
-                                   f"query cost {requested} exceeds this client's bucket of "
-                                   f"{decision.status.maximum_available:g} points")
-                await _send(send, exc.status, error_body(exc.code, exc.message, cost=requested,
-                                                         maxCost=decision.status.maximum_available), media, [])
-                return
             if not decision.allowed:
                 await self._throttled(send, media, requested, decision)
                 return
@@ -268,10 +270,8 @@ async def _read_body(receive: Receive) -> bytes:
 
 
 async def _refuse(send: Send, exc: RequestError) -> None:
-    await _send(send, exc.status, error_body(exc.code, exc.message), JSON_CT_STR, exc.headers)
-
-
-JSON_CT_STR = "application/json"
+    body = orjson.dumps({"errors": [{"message": exc.message, "extensions": {"code": exc.code}}]})
+    await _send(send, exc.status, body, "application/json", exc.headers)
 
 
 async def _send(send: Send, status: int, body: bytes, media: str, headers: list[tuple[bytes, bytes]]) -> None:
