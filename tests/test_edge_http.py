@@ -32,6 +32,8 @@ def upstream_calls(gw: RunningGateway) -> int:
         ({"content-type": "application/json"}, b'"just a string"', 400, "BAD_REQUEST"),
         ({"content-type": "application/json"}, b'{"query": 1}', 400, "BAD_REQUEST"),
         ({"content-type": "application/json"}, b'{"query": "{ sources { id } }", "variables": []}', 400, "BAD_REQUEST"),
+        ({"content-type": "application/json"}, b'{"extensions": {"persistedQuery": {"version": 1}}}', 400,
+         "BAD_REQUEST"),
         ({"content-type": "text/plain"}, b"{ sources { id } }", 415, "UNSUPPORTED_MEDIA_TYPE"),
         ({"content-type": "application/json; charset=latin-1"}, b'{"query": "{ __typename }"}', 415,
          "UNSUPPORTED_MEDIA_TYPE"),
@@ -40,7 +42,7 @@ def upstream_calls(gw: RunningGateway) -> int:
          "NOT_ACCEPTABLE"),
     ],
     ids=["broken-json", "invalid-utf8", "empty", "batch", "not-object", "query-not-string", "variables-list",
-         "text-plain", "latin1", "no-content-type", "not-acceptable"],
+         "unknown-persisted", "text-plain", "latin1", "no-content-type", "not-acceptable"],
 )
 async def test_malformed_requests_get_4xx_json_errors(
     gateway: RunningGateway, headers: dict[str, str], body: bytes, status: int, code: str
@@ -244,3 +246,32 @@ async def test_graphiql_page_sends_security_headers(gateway: RunningGateway) -> 
     assert "script-src 'self' 'sha256-" in csp and "unsafe-eval" not in csp
     assert "https:" not in csp and "unpkg" not in csp
     assert page.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_streamed_bodies_are_cut_off_at_the_limit(make_settings: Callable[..., Settings]) -> None:
+    async def chunks():  # no Content-Length: the limit must hold while reading
+        yield b'{"query": "{ sources { id } }", "pad": "'
+        for _ in range(64):
+            yield b"x" * 1024
+        yield b'"}'
+
+    async with RunningGateway(create_app(make_settings(edge=EdgeSettings(max_request_bytes=16 * 1024)))) as gw:
+        resp = await gw.client.post("/graphql", content=chunks(), headers={"content-type": "application/json"})
+        assert resp.status_code == 413
+        assert resp.json()["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
+        assert (await gw.post("{ __typename }")).status_code == 200
+
+
+def test_every_edge_setting_is_documented() -> None:
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    source = (root / "gateway" / "settings.py").read_text()
+    start = source.index("class EdgeSettings")
+    names = set(re.findall(r'"(GATEWAY_[A-Z_]+)"', source[start:]))
+    assert len(names) >= 17
+    example = (root / "deploy" / "gateway.env.example").read_text()
+    readme = (root / "README.md").read_text()
+    assert [n for n in sorted(names) if n not in example] == []
+    assert [n for n in sorted(names) if n not in readme] == []

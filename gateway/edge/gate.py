@@ -142,6 +142,11 @@ class GraphQLGate:
         await self._forward(scope, body, send, edge, client, requested, decision, media)
 
     def _operation(self, params: GraphQLParams) -> _Operation | None:
+        if params.query is None:
+            # A persisted document by id/hash: no text here to estimate. It is charged
+            # the minimum up front and settled to its actual cost, and the execution
+            # meter still stops it at the limits.
+            return None
         try:
             document = self._parse(params.query)
         except GraphQLError:

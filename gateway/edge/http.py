@@ -31,7 +31,7 @@ class RequestError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class GraphQLParams:
-    query: str
+    query: str | None  # None only for a persisted-document request (no text to estimate)
     operation_name: str | None
     variables: dict[str, Any] | None
     extensions: dict[str, Any] | None
@@ -136,9 +136,11 @@ def params_from_query_string(query_string: bytes) -> GraphQLParams:
 
 def _params(data: dict[str, Any]) -> GraphQLParams:
     query = data.get("query")
-    if query is None:
+    extensions = data.get("extensions")
+    persisted = "documentId" in data or (isinstance(extensions, dict) and "persistedQuery" in extensions)
+    if query is None and not persisted:
         raise RequestError(400, "BAD_REQUEST", "no GraphQL query found in the request (`query`)")
-    if not isinstance(query, str):
+    if query is not None and not isinstance(query, str):
         raise RequestError(400, "BAD_REQUEST", "`query` must be a string")
     variables = data.get("variables")
     if variables is not None and not isinstance(variables, dict):
@@ -146,7 +148,6 @@ def _params(data: dict[str, Any]) -> GraphQLParams:
     operation_name = data.get("operationName")
     if operation_name is not None and not isinstance(operation_name, str):
         raise RequestError(400, "BAD_REQUEST", "`operationName` must be a string or null")
-    extensions = data.get("extensions")
     if extensions is not None and not isinstance(extensions, dict):
         raise RequestError(400, "BAD_REQUEST", "`extensions` must be an object or null")
     return GraphQLParams(query, operation_name or None, variables, extensions)
