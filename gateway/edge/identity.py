@@ -45,6 +45,11 @@ class ClientIdentityMiddleware:
         key = _presented_key(scope)
         if key is not None:
             client = self._client_of(key)
+            if client is None and not _needs_identity(scope):
+                client_free = ClientIdentity(f"ip:{self.client_ip(scope)}", False)
+                scope[CLIENT] = client_free  # a probe or a static file: the key does not matter here
+                await self.app(scope, receive, send)
+                return
             if client is None:
                 await send_error(
                     send, 401, "UNAUTHENTICATED", "unknown API key", headers=[(b"www-authenticate", b"Bearer")]

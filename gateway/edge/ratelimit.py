@@ -14,6 +14,9 @@ points it charged per client since the last sync. Every ``sync_ms`` (<= 100 ms) 
 statement adds those deltas into the shared table (draining the shared debt by the
 database's clock) and returns the shared debt, which replaces the local one.
 
+Each sync also returns the debt of every client any process charged in the last
+10 s, so a process knows a client's debt before it serves that client.
+
 Overshoot bound: between two syncs each of N processes admits against the debt it
 last saw, so a client can briefly get up to ``N x available`` instead of
 ``available`` (at most ``N x burst`` in one sync interval, plus ``per_s x sync_ms``
@@ -100,12 +103,18 @@ class RateLimiter:
         self.clock = clock
         self.buckets: dict[str, Bucket] = {}
         self.refuse_all = False  # set by SharedBuckets when failing closed
+        #: Debts other processes reported for clients this one has not served yet:
+        #: (debt, clock.monotonic() when learnt). A new bucket starts from it.
+        self.peer_debts: dict[str, tuple[float, float]] = {}
 
     def bucket(self, client_id: str, burst: int | None = None, per_s: float | None = None) -> Bucket:
         b = self.buckets.get(client_id)
         now = self.clock.monotonic()
         if b is None:
             b = self.buckets[client_id] = Bucket(float(burst or self.burst), float(per_s or self.per_s), at=now)
+            known = self.peer_debts.pop(client_id, None)
+            if known is not None:
+                b.debt, b.at = known
             if len(self.buckets) > 10_000:
                 self._forget_idle(now)
         b.drain(now)
@@ -186,9 +195,6 @@ class SharedBuckets:
         Returns how many clients were reconciled."""
         now = self.clock.monotonic()
         active = [(cid, b) for cid, b in self.limiter.buckets.items() if b.pending or now - b.last_seen < 10.0]
-        if not active:
-            self._mark_up()
-            return 0
         sent = [(cid, b, b.pending) for cid, b in active]
         for _, b, _ in sent:
             b.pending = 0.0  # what arrives during the round trip stays pending for the next sync
@@ -200,10 +206,19 @@ class SharedBuckets:
             raise
         now = self.clock.monotonic()
         for cid, b, _ in sent:
-            debt = shared.get(cid)
+            debt = shared.pop(cid, None)
             if debt is not None:
                 b.drain(now)
                 b.debt = max(0.0, debt + b.pending)
+        peers: dict[str, tuple[float, float]] = {}
+        for cid, debt in shared.items():  # clients other processes are serving
+            b = self.limiter.buckets.get(cid)
+            if b is not None:  # became ours during the round trip
+                b.drain(now)
+                b.debt = max(b.debt, debt + b.pending)
+            else:
+                peers[cid] = (debt, now)
+        self.limiter.peer_debts = peers
         self.syncs += 1
         self._mark_up()
         return len(sent)

@@ -24,6 +24,23 @@ ON CONFLICT (client_id) DO UPDATE SET
 RETURNING client_id, GREATEST(debt, 0) AS debt
 """
 
+#: The same, plus every other client some process charged in the last few seconds
+#: (drained to now), so a process knows a client's debt before its first request.
+RECONCILE_AND_PEERS = f"""
+WITH up AS ({RECONCILE.strip()})
+SELECT client_id, debt FROM up
+UNION ALL
+SELECT client_id,
+       GREATEST(0, debt - EXTRACT(EPOCH FROM (clock_timestamp() - updated_at)) * per_s) AS debt
+FROM rate_limit_buckets
+WHERE updated_at > clock_timestamp() - make_interval(secs => $4)
+  AND client_id <> ALL($1::text[])
+LIMIT $5
+"""
+#: How far back peers' clients are learnt, and at most how many per sync.
+PEER_WINDOW_S = 10.0
+PEER_LIMIT = 10_000
+
 #: Rows idle this long are full buckets: forget them.
 FORGET = "DELETE FROM rate_limit_buckets WHERE updated_at < clock_timestamp() - interval '1 hour'"
 FORGET_EVERY = 3000  # syncs (about 5 minutes at 100 ms)
@@ -45,7 +62,7 @@ class PostgresLimitStore:
         forget = self._calls % FORGET_EVERY == 0
 
         async def run(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-            rows = await conn.fetch(RECONCILE, ids, amounts, rates)
+            rows = await conn.fetch(RECONCILE_AND_PEERS, ids, amounts, rates, PEER_WINDOW_S, PEER_LIMIT)
             if forget:
                 await conn.execute(FORGET)
             return rows
