@@ -5,6 +5,7 @@ keep answering when the shared store goes away."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from gateway.app import create_app
 from gateway.demo.server import DemoServer
@@ -115,3 +116,67 @@ def test_pending_deltas_survive_a_failed_sync() -> None:
     except ConnectionRefusedError:
         pass
     assert limiter.buckets["c"].pending == 30  # handed over at the next successful sync
+
+
+async def test_gateway_serve_with_two_workers_shares_one_budget(
+    demo: DemoServer, database_url: str, tmp_path: Path
+) -> None:
+    """The real thing: ``gateway serve --workers 2`` (two processes behind one socket),
+    every request on a new connection so both workers take some. 60 points buy ten
+    queries of 6; unshared, the two workers would admit up to twenty."""
+    import asyncio
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    sources = tmp_path / "sources.toml"
+    sources.write_text(f'[[sources]]\nid = "bbc"\nname = "BBC"\nkind = "newsapi"\n'
+                       f'url = "{demo.url}/newsapi/v2/top-headlines?sources=bbc-news"\n')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GATEWAY_DATABASE_URL": database_url, "GATEWAY_SOURCES": str(sources),
+           "GATEWAY_DATA_DIR": str(tmp_path / "data"), "GATEWAY_RATE_LIMIT_BURST": "60",
+           "GATEWAY_RATE_LIMIT_PER_S": "1"}
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers", "2", "--log-level", "warning"],
+        env=env, start_new_session=True, stdout=log, stderr=log,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient(base_url=url, timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as c:
+            while True:
+                try:
+                    if (await c.get("/livez")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline and proc.poll() is None, "gateway serve did not start"
+                await asyncio.sleep(0.2)
+            await asyncio.sleep(2)  # the second worker too
+            started = time.monotonic()
+            codes = []
+            for _ in range(20):
+                resp = await c.post("/graphql", json={"query": Q6}, headers={"connection": "close"})
+                codes.append(resp.status_code)
+                await asyncio.sleep(0.3)  # > 2 sync intervals: each worker has seen the other's charges
+            elapsed = time.monotonic() - started
+        admitted = codes.count(200)
+        restored = int(elapsed * 1) // 6  # per_s = 1: whole queries restored meanwhile
+        assert set(codes) <= {200, 429}
+        assert 10 <= admitted <= 10 + restored + 1, (codes, elapsed, (tmp_path / "serve.log").read_text())
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
