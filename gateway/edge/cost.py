@@ -220,7 +220,8 @@ class CostEstimator:
         if where == ("Query", "articles"):
             child_scope = self._chosen(args.get("sources"))
             search = args.get("search")
-            search = search.strip().lower() or None if isinstance(search, str) else None
+            # as the resolver keys its FeedLoader: stripped, case kept
+            search = search.strip() or None if isinstance(search, str) else None
             walk.keys.update((s, search if s in self.searchable else None) for s in child_scope)
         elif where == ("Source", "articles"):
             walk.keys.update((s, None) for s in scope)
