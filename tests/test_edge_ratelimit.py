@@ -186,3 +186,39 @@ def test_clients_file_is_validated_with_one_clear_line() -> None:
         EdgeSettings.from_env({"GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8, not-a-net"})
     with pytest.raises(ConfigError, match="GATEWAY_ENV"):
         EdgeSettings.from_env({"GATEWAY_ENV": "prod"})
+
+
+async def test_a_flooding_client_is_refused_without_touching_the_upstream_of_others(
+    demo: DemoServer, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """Fairness, by who waited for what (the latency ratio is bench_edge's job): a
+    client over its budget gets 429s that make no upstream call, and a normal
+    client's cold search, asked in the middle of the flood, is fetched FRESH."""
+    clients = write_clients(tmp_path, f"""
+[[clients]]
+id = "flood"
+key_sha256 = "{hash_key('flood')}"
+burst = 204
+per_s = 1
+
+[[clients]]
+id = "normal"
+key_sha256 = "{hash_key('normal')}"
+""")
+    edge = EdgeSettings.from_env({"GATEWAY_CLIENTS_FILE": str(clients), "GATEWAY_RATE_LIMIT_SYNC_MS": "0"})
+    demo.control.set_fault("*", latency_ms=300)
+    app = create_app(make_settings(sources_of(demo.url, BBC), edge=edge), clock=FakeClock())
+    async with RunningGateway(app) as gw:
+        async def search(key: str, term: str):
+            q = f'{{ articles(search: "{term}", first: 100) {{ nodes {{ id }} sources {{ status }} }} }}'
+            return await gw.client.post("/graphql", json={"query": q}, headers={"x-api-key": key})
+
+        flood = [search("flood", f"flood {i}") for i in range(30)]
+        normal = search("normal", "normal cold search")
+        *flooded, mine = await asyncio.gather(*flood, normal)
+        codes = sorted(r.status_code for r in flooded)
+        assert codes == [200] * 2 + [429] * 28  # 204 points buy two searches of 102 (connection, 100 articles, 1 source result)
+        assert mine.status_code == 200
+        assert mine.json()["data"]["articles"]["sources"] == [{"status": "FRESH"}]
+        # the upstream saw the normal client's search and the two admitted ones: nothing else
+        assert demo.control.count("newsapi.top-headlines") == 3
