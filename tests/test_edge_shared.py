@@ -180,3 +180,20 @@ async def test_gateway_serve_with_two_workers_shares_one_budget(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+async def test_the_sync_is_timed_by_the_app_clock(demo: DemoServer, make_settings: Callable[..., Settings]) -> None:
+    import asyncio
+
+    clock = FakeClock()
+    settings = make_settings(sources_of(demo.url, BBC), edge=EdgeSettings(**SHARED))  # type: ignore[arg-type]
+    async with RunningGateway(create_app(settings, clock=clock)) as gw:
+        shared = gw.app.state.edge.shared
+        await asyncio.sleep(0.3)  # real time passes; the app's clock does not
+        assert shared.syncs == 0
+        clock.advance(0.1)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if shared.syncs:
+                break
+        assert shared.syncs == 1

@@ -37,6 +37,7 @@ from gateway.edge.http import (
 )
 from gateway.edge.identity import CLIENT, ClientIdentity
 from gateway.edge.ratelimit import Decision, ThrottleStatus
+from gateway.edge.request_id import ARRIVED_AT
 from gateway.edge.responses import GRAPHQL_RESPONSE_JSON as GR_CT
 from gateway.edge.responses import JSON as JSON_CT
 
@@ -132,7 +133,8 @@ class GraphQLGate:
                                                  "rate limits cannot be checked right now; retry shortly",
                                                  headers=[(b"retry-after", b"1")]))
                 return
-            decision = limiter.charge(client.id, requested, burst=client.burst, per_s=client.per_s)
+            decision = limiter.charge(client.id, requested, burst=client.burst, per_s=client.per_s,
+                                      now=scope.get(ARRIVED_AT))
             if not decision.allowed:
                 await self._throttled(send, media, requested, decision)
                 return

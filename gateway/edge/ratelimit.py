@@ -107,9 +107,11 @@ class RateLimiter:
         #: (debt, clock.monotonic() when learnt). A new bucket starts from it.
         self.peer_debts: dict[str, tuple[float, float]] = {}
 
-    def bucket(self, client_id: str, burst: int | None = None, per_s: float | None = None) -> Bucket:
+    def bucket(
+        self, client_id: str, burst: int | None = None, per_s: float | None = None, *, now: float | None = None
+    ) -> Bucket:
         b = self.buckets.get(client_id)
-        now = self.clock.monotonic()
+        now = self.clock.monotonic() if now is None else now
         if b is None:
             b = self.buckets[client_id] = Bucket(float(burst or self.burst), float(per_s or self.per_s), at=now)
             known = self.peer_debts.pop(client_id, None)
@@ -121,8 +123,12 @@ class RateLimiter:
         b.last_seen = now
         return b
 
-    def charge(self, client_id: str, cost: float, *, burst: int | None = None, per_s: float | None = None) -> Decision:
-        b = self.bucket(client_id, burst, per_s)
+    def charge(
+        self, client_id: str, cost: float, *, burst: int | None = None, per_s: float | None = None,
+        now: float | None = None,
+    ) -> Decision:
+        """``now``: the request's arrival on the app's clock (default: the clock now)."""
+        b = self.bucket(client_id, burst, per_s, now=now)
         if cost <= b.available() + 1e-9:  # float drift of the refill must not refuse an exact fit
             b.debt += cost
             b.pending += cost
@@ -181,8 +187,14 @@ class SharedBuckets:
             pass
 
     async def _run(self) -> None:
+        # When a sync is due is decided on the app's clock (tests step it); the loop
+        # only wakes up often enough to notice.
+        last = self.clock.monotonic()
         while True:
-            await asyncio.sleep(self.interval_s)
+            await asyncio.sleep(self.interval_s / 4)
+            if self.clock.monotonic() - last < self.interval_s:
+                continue
+            last = self.clock.monotonic()
             try:
                 await self.sync_once()
             except asyncio.CancelledError:
