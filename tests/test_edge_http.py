@@ -107,14 +107,20 @@ async def test_expensive_queries_are_refused_before_any_upstream_call(gateway: R
 async def test_every_readme_query_is_admitted_and_reports_its_cost(gateway: RunningGateway) -> None:
     readme = [
         "{ articles(first: 5) { nodes { title url } } }",
-        '{ articles(sources: ["tech-wire"], first: 10) { nodes { title url publishedAt summary author } '
-        "sources { source { name } status ageSeconds latencyMs error { code message } } "
-        "pageInfo { hasNextPage endCursor } } }",
+        (
+            '{ articles(sources: ["tech-wire"], first: 10) { nodes { title url publishedAt summary author } '
+            "sources { source { name } status ageSeconds latencyMs error { code message } } "
+            "pageInfo { hasNextPage endCursor } } }"
+        ),
         "{ sources { id name kind breaker { state failures } articles(first: 3) { title source { name } } } }",
-        '{ articles(sources: ["hn"], first: 10) { nodes { title url score commentCount '
-        "comments(first: 5) { author text postedAt replies(first: 3) { author text } } } } }",
-        "{ health { status version uptimeSeconds database { ok latencyMs } sources { source { id } "
-        "breaker { state } lastError { code } } } }",
+        (
+            '{ articles(sources: ["hn"], first: 10) { nodes { title url score commentCount '
+            "comments(first: 5) { author text postedAt replies(first: 3) { author text } } } } }"
+        ),
+        (
+            "{ health { status version uptimeSeconds database { ok latencyMs } sources { source { id } "
+            "breaker { state } lastError { code } } } }"
+        ),
     ]
     for query in readme:
         result = await gateway.query(query)

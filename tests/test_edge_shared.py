@@ -128,7 +128,6 @@ async def test_gateway_serve_with_two_workers_shares_one_budget(
     import os
     import signal
     import socket
-    import subprocess
     import sys
     import time
 
@@ -144,8 +143,8 @@ async def test_gateway_serve_with_two_workers_shares_one_budget(
            "GATEWAY_DATA_DIR": str(tmp_path / "data"), "GATEWAY_RATE_LIMIT_BURST": "60",
            "GATEWAY_RATE_LIMIT_PER_S": "1"}
     log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers", "2", "--log-level", "warning"],
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers", "2", "--log-level", "warning",
         env=env, start_new_session=True, stdout=log, stderr=log,
     )
     try:
@@ -158,7 +157,7 @@ async def test_gateway_serve_with_two_workers_shares_one_budget(
                         break
                 except httpx.TransportError:
                     pass
-                assert time.monotonic() < deadline and proc.poll() is None, "gateway serve did not start"
+                assert time.monotonic() < deadline and proc.returncode is None, "gateway serve did not start"
                 await asyncio.sleep(0.2)
             await asyncio.sleep(2)  # the second worker too
             started = time.monotonic()
@@ -173,12 +172,12 @@ async def test_gateway_serve_with_two_workers_shares_one_budget(
         assert set(codes) <= {200, 429}
         assert 10 <= admitted <= 10 + restored + 1, (codes, elapsed, (tmp_path / "serve.log").read_text())
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)  # the group this test started, by its id
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+            await asyncio.wait_for(proc.wait(), timeout=15)
+        except TimeoutError:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            await proc.wait()
         log.close()
 
 

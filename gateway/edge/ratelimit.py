@@ -159,7 +159,7 @@ class RateLimiter:
 class SharedBuckets:
     """Reconciles a :class:`RateLimiter` with the shared table every ``interval_s``."""
 
-    def __init__(self, limiter: RateLimiter, store: "LimitStore", *, interval_s: float, fail_open: bool,
+    def __init__(self, limiter: RateLimiter, store: LimitStore, *, interval_s: float, fail_open: bool,
                  clock: Clock) -> None:
         self.limiter = limiter
         self.store = store
@@ -183,8 +183,8 @@ class SharedBuckets:
                 pass
         try:
             await self.sync_once()  # hand over what this process charged last
-        except Exception:  # noqa: BLE001 - shutting down; the next sync elsewhere re-learns
-            pass
+        except Exception as exc:  # noqa: BLE001 - shutting down; the next sync elsewhere re-learns
+            log.debug("last rate-limit sync at shutdown failed: %s", type(exc).__name__)
 
     async def _run(self) -> None:
         # When a sync is due is decided on the app's clock (tests step it); the loop

@@ -117,7 +117,9 @@ async def bench_fairness(make: Callable[..., Settings], tmp: Path, demo: DemoSer
                 seq = iter(range(10**9))
                 run = f"{'on' if limits else 'off'}-{time.time_ns()}"  # cold searches: never asked before
 
-                async def normal_search() -> tuple[float, set[str]]:
+                async def normal_search(
+                    client: httpx.AsyncClient = client, run: str = run, seq: Any = seq
+                ) -> tuple[float, set[str]]:
                     q = (f'{{ articles(search: "normal {run} {next(seq)}", first: 10) '
                          '{ nodes { id } sources { status } } }')
                     t0 = time.perf_counter()
