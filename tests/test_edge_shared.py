@@ -165,12 +165,12 @@ async def test_gateway_serve_with_two_workers_shares_one_budget(
             for _ in range(20):
                 resp = await c.post("/graphql", json={"query": Q6}, headers={"connection": "close"})
                 codes.append(resp.status_code)
-                await asyncio.sleep(0.3)  # > 2 sync intervals: each worker has seen the other's charges
+                await asyncio.sleep(0.4)  # > 2 sync intervals: each worker has seen the other's charges
             elapsed = time.monotonic() - started
         admitted = codes.count(200)
         restored = int(elapsed * 1) // 6  # per_s = 1: whole queries restored meanwhile
         assert set(codes) <= {200, 429}
-        assert 10 <= admitted <= 10 + restored + 1, (codes, elapsed, (tmp_path / "serve.log").read_text())
+        assert 10 <= admitted <= 10 + restored + 2, (codes, elapsed, (tmp_path / "serve.log").read_text())
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the group this test started, by its id
         try:
