@@ -172,7 +172,10 @@ async def test_forwarded_headers_count_only_from_trusted_proxies(
         codes = [await spend(gw, {"x-forwarded-for": f"198.51.100.7, 203.0.113.{i}"}) for i in range(5)]
         assert codes == [200] * 5
         assert await spend(gw, {"forwarded": 'for="[2001:db8::1]:4711";proto=https'}) == 200
-        assert {"ip:203.0.113.0", "ip:203.0.113.4", "ip:2001:db8::1"} <= set(gw.app.state.edge.limiter.buckets)
+        assert await spend(gw, {"forwarded": 'for="[2001:db8::ffff:2]"'}) == 200  # same /64: same bucket
+        buckets = gw.app.state.edge.limiter.buckets
+        assert {"ip:203.0.113.0", "ip:203.0.113.4", "ip:2001:db8::/64"} <= set(buckets)
+        assert buckets["ip:2001:db8::/64"].debt == 12
 
 
 def test_clients_file_is_validated_with_one_clear_line() -> None:
@@ -222,3 +225,24 @@ key_sha256 = "{hash_key('normal')}"
         assert mine.json()["data"]["articles"]["sources"] == [{"status": "FRESH"}]
         # the upstream saw the normal client's search and the two admitted ones: nothing else
         assert demo.control.count("newsapi.top-headlines") == 3
+
+
+def test_anonymous_keys_group_ipv6_by_64() -> None:
+    from gateway.edge.identity import anonymous_key
+
+    assert anonymous_key("198.51.100.7") == "198.51.100.7"
+    assert anonymous_key("2001:db8:1:2:aaaa::1") == anonymous_key("2001:db8:1:2:bbbb::9") == "2001:db8:1:2::/64"
+    assert anonymous_key("::ffff:198.51.100.7") == "198.51.100.7"
+    assert anonymous_key("unknown") == "unknown"
+
+
+def test_memory_stays_bounded_under_many_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gateway.edge.ratelimit as rl
+
+    monkeypatch.setattr(rl, "MAX_BUCKETS", 100)
+    limiter = RateLimiter(burst=10, per_s=1, clock=FakeClock())
+    for i in range(1000):
+        limiter.charge(f"ip:10.0.{i // 256}.{i % 256}", 1)
+        limiter.clock.advance(0.001)  # type: ignore[attr-defined]
+    assert len(limiter.buckets) <= 101
+    assert "ip:10.0.3.231" in limiter.buckets  # the newest stay

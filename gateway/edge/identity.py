@@ -2,7 +2,8 @@
 
 - ``X-Api-Key: <key>`` or ``Authorization: Bearer <key>``: the client whose SHA-256
   matches in the clients file; an unknown key is 401 ``UNAUTHENTICATED``.
-- No key: anonymous, keyed by client IP (refused when ``require_api_key``). The IP is
+- No key: anonymous, keyed by client IP (an IPv6 address by its /64; refused when
+  ``require_api_key``). The IP is
   the peer's, unless the peer is a trusted proxy: then the nearest untrusted address
   of ``Forwarded`` / ``X-Forwarded-For``, read right to left. From an untrusted peer
   those headers are ignored, so rotating them cannot mint new identities.
@@ -46,7 +47,7 @@ class ClientIdentityMiddleware:
         if key is not None:
             client = self._client_of(key)
             if client is None and not _needs_identity(scope):
-                client_free = ClientIdentity(f"ip:{self.client_ip(scope)}", False)
+                client_free = ClientIdentity(f"ip:{anonymous_key(self.client_ip(scope))}", False)
                 scope[CLIENT] = client_free  # a probe or a static file: the key does not matter here
                 await self.app(scope, receive, send)
                 return
@@ -63,7 +64,7 @@ class ClientIdentityMiddleware:
             )
             return
         else:
-            scope[CLIENT] = ClientIdentity(f"ip:{self.client_ip(scope)}", False)
+            scope[CLIENT] = ClientIdentity(f"ip:{anonymous_key(self.client_ip(scope))}", False)
         await self.app(scope, receive, send)
 
     def _client_of(self, key: str) -> ClientConfig | None:
@@ -91,6 +92,20 @@ class ClientIdentityMiddleware:
         except ValueError:
             return False
         return any(ip in net for net in self.trusted)
+
+
+def anonymous_key(address: str) -> str:
+    """An IPv4 address as is; an IPv6 address by its /64, which one subscriber usually
+    holds whole (rotating within it must not buy new buckets)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -44,6 +44,9 @@ log = logging.getLogger("gateway.edge")
 #: Clients not seen for this long are dropped from memory (their bucket is full by then
 #: for any sane setting; the shared row keeps the truth across processes).
 IDLE_FORGET_S = 600.0
+#: Buckets kept in memory at most; past it the least recently seen tenth is dropped
+#: (a flood from many addresses must not grow memory without bound).
+MAX_BUCKETS = 100_000
 
 
 @dataclass(slots=True)
@@ -117,7 +120,7 @@ class RateLimiter:
             known = self.peer_debts.pop(client_id, None)
             if known is not None:
                 b.debt, b.at = known
-            if len(self.buckets) > 10_000:
+            if len(self.buckets) > MAX_BUCKETS:
                 self._forget_idle(now)
         b.drain(now)
         b.last_seen = now
@@ -154,6 +157,10 @@ class RateLimiter:
     def _forget_idle(self, now: float) -> None:
         for cid in [c for c, b in self.buckets.items() if now - b.last_seen > IDLE_FORGET_S and not b.pending]:
             del self.buckets[cid]
+        if len(self.buckets) > MAX_BUCKETS * 0.9:
+            by_age = sorted(self.buckets.items(), key=lambda item: item[1].last_seen)
+            for cid, _ in by_age[: len(by_age) // 10]:
+                del self.buckets[cid]
 
 
 class SharedBuckets:
