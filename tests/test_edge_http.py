@@ -281,3 +281,31 @@ def test_every_edge_setting_is_documented() -> None:
     readme = (root / "README.md").read_text()
     assert [n for n in sorted(names) if n not in example] == []
     assert [n for n in sorted(names) if n not in readme] == []
+
+
+class _LowballEstimator:
+    """Stands in for an estimate that undercounts (the real one is conservative)."""
+
+    def estimate(self, *args: object) -> object:
+        from gateway.edge.cost import CostEstimate
+
+        return CostEstimate(1, 1)
+
+
+async def test_execution_stops_at_the_actual_count_when_an_estimate_undercounts(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(edge=EdgeSettings(max_upstream_fetches=2, max_query_cost=10))
+    async with RunningGateway(create_app(settings)) as gw:
+        gw.app.state.edge.estimator = _LowballEstimator()
+        # 6 sources = 6 fetches > 2: stopped before any upstream call, other fields answered
+        result = await gw.query("{ articles { nodes { id } } sources { id } }")
+        assert result["data"]["articles"] is None and len(result["data"]["sources"]) == 6
+        (error,) = result["errors"]
+        assert error["extensions"] == {"code": "QUERY_TOO_EXPENSIVE", "cost": 6, "maxCost": 2}
+        assert upstream_calls(gw) == 0
+        # 1 + 20 objects > 10: the field is cut off once counted
+        result = await gw.query('{ articles(sources: ["bbc"], first: 20) { nodes { id } } }')
+        assert result["data"]["articles"] is None
+        assert result["errors"][0]["extensions"]["code"] == "QUERY_TOO_EXPENSIVE"
+        assert result["extensions"]["cost"]["actualQueryCost"] == 21
