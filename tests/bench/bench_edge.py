@@ -189,22 +189,23 @@ def edge_work_us(make: Callable[..., Settings], n: int = 20_000) -> float:
 async def bench_warm(make: Callable[..., Settings], requests: int, rounds: int) -> bool:
     print("\n## 3. Warm path: the edge's cost, rate limits on vs off (alternating rounds)")
     rps: dict[bool, list[float]] = {True: [], False: []}
-    for _ in range(rounds):
-        for on in (True, False):
+    for i in range(rounds):
+        for on in ((True, False) if i % 2 == 0 else (False, True)):  # alternate who goes first
             edge = EdgeSettings() if on else EdgeSettings(rate_limit_enabled=False)
             async with RunningGateway(create_app(make(edge=edge))) as gw:
                 await gw.data(WARM)  # warm the caches
                 result = await drive(gw.url, WARM, requests, 16)
                 assert set(result["codes"]) == {"200"}, result["codes"]
                 rps[on].append(requests / result["seconds"])
-    on, off = max(rps[True]), max(rps[False])
+    # Medians of interleaved rounds: on a shared machine one round can lose the CPU.
+    on, off = statistics.median(rps[True]), statistics.median(rps[False])
     ratio = on / off
     per_request_us = edge_work_us(make)
     print(f"the gate's own work per warm request (estimate memo hit, charge, settle, cost splice): "
           f"{per_request_us:.1f} us = {per_request_us / (1e6 / off) * 100:.2f}% of a request at {off:.0f} req/s")
     good = ratio >= 0.95
-    print(f"rate limits on : best {on:7.0f} req/s  (rounds {', '.join(f'{x:.0f}' for x in rps[True])})")
-    print(f"rate limits off: best {off:7.0f} req/s  (rounds {', '.join(f'{x:.0f}' for x in rps[False])})")
+    print(f"rate limits on : median {on:7.0f} req/s  (rounds {', '.join(f'{x:.0f}' for x in rps[True])})")
+    print(f"rate limits off: median {off:7.0f} req/s  (rounds {', '.join(f'{x:.0f}' for x in rps[False])})")
     print(f"on/off = {ratio:.3f} (target >= 0.95): {'OK' if good else 'MISSED'}")
     return good
 
@@ -289,7 +290,7 @@ async def main(args: argparse.Namespace) -> int:
             print("# bench_edge (shared machine: figures are noisy; ratios are side by side)")
             ok = await bench_rejection(make, 50 if args.quick else 200)
             ok &= await bench_fairness(make, tmp, demo, 3 if args.quick else 7)
-            ok &= await bench_warm(make, 300 if args.quick else 2000, 1 if args.quick else 3)
+            ok &= await bench_warm(make, 300 if args.quick else 1000, 1 if args.quick else 5)
     finally:
         await embedded.stop()
     return 0 if ok else 1
