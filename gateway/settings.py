@@ -40,8 +40,9 @@ ENVIRONMENTS = ("development", "production")
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 #: Estimated objects one request may return. The README's queries cost 6 to 211; 30
 #: stories with 10 comments of 5 replies each cost 1,831. The nested articles -> source
-#: -> articles attack (first: 100 at each level) costs ~1,000,000. The bound is also what
-#: keeps one answer's execution and encoding under ~50 ms of event loop (bench_edge).
+#: -> articles attack (first: 100 at each level) costs ~1,000,000. The bound also limits how
+#: long one admitted answer holds the event loop while executed and encoded: bench_edge
+#: prints it for the largest query this default admits (60-120 ms on a busy 2-core box).
 DEFAULT_MAX_QUERY_COST = 5_000
 #: Distinct upstream fetches one request may cause (source x search, HN comment levels).
 DEFAULT_MAX_UPSTREAM_FETCHES = 8

@@ -33,7 +33,7 @@ import httpx
 from gateway.app import create_app
 from gateway.demo.server import DemoServer
 from gateway.edge.clients import hash_key
-from gateway.settings import EdgeSettings, Settings
+from gateway.settings import DEFAULT_MAX_QUERY_COST, EdgeSettings, Settings
 from tests.conftest import demo_sources
 from tests.helpers import RunningGateway
 
@@ -81,7 +81,8 @@ async def bench_rejection(make: Callable[..., Settings], n: int) -> bool:
                   f"max {max(took):5.1f} ms  upstream calls {calls}  loop lag p99 {pct(lags, 0.99):4.1f} ms  "
                   f"max {max(lags):4.1f} ms  codes {sorted(codes)}  {'OK' if good else 'MISSED'}")
         # The largest query the default admits: how long does its answer hold the loop?
-        big = "{ articles(first: 100) { nodes { title source { articles(first: 47) { title url } } } } }"
+        inner = (DEFAULT_MAX_QUERY_COST - 1) // 100 - 2  # 1 + 100 x (1 + 1 + inner) <= the default
+        big = f"{{ articles(first: 100) {{ nodes {{ title source {{ articles(first: {inner}) {{ title url }} }} }} }} }}"
         first = await gw.query(big)
         assert "errors" not in first, first["errors"]
         stop = asyncio.Event()
