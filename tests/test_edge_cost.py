@@ -74,3 +74,26 @@ def test_check_names_the_limit(estimator: CostEstimator) -> None:
     aliases = "{ " + " ".join(f'a{i}: articles(search: "t{i}") {{ nodes {{ id }} }}' for i in range(30)) + " }"
     err = estimate(estimator, aliases).check(5_000, 8)
     assert err is not None and err.extensions == {"cost": 93, "maxCost": 8}
+
+
+def test_edge_settings_from_env() -> None:
+    from gateway.errors import ConfigError
+    from gateway.settings import DEFAULT_MAX_QUERY_COST, EdgeSettings
+
+    default = EdgeSettings.from_env({})
+    assert default.max_query_cost == DEFAULT_MAX_QUERY_COST and default.rate_limit_enabled
+    assert default.env == "development" and default.graphiql_on
+    edge = EdgeSettings.from_env({
+        "GATEWAY_ENV": "Production", "GATEWAY_RATE_LIMIT": "off", "GATEWAY_MAX_UPSTREAM_FETCHES": "12",
+        "GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8, ::1", "GATEWAY_RATE_LIMIT_SYNC_MS": "0",
+    })
+    assert edge.production and not edge.rate_limit_enabled and edge.max_upstream_fetches == 12
+    assert edge.trusted_proxies == ("10.0.0.0/8", "::1") and edge.rate_limit_sync_ms == 0
+    for env, message in (
+        ({"GATEWAY_RATE_LIMIT_SYNC_MS": "250"}, "<= 100"),
+        ({"GATEWAY_REQUIRE_API_KEY": "maybe"}, "true or false"),
+        ({"GATEWAY_MAX_QUERY_COST": "lots"}, "integer"),
+        ({"GATEWAY_CLIENTS_FILE": "/nonexistent/clients.toml"}, "not found"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            EdgeSettings.from_env(env)
