@@ -246,3 +246,10 @@ def test_memory_stays_bounded_under_many_addresses(monkeypatch: pytest.MonkeyPat
         limiter.clock.advance(0.001)  # type: ignore[attr-defined]
     assert len(limiter.buckets) <= 101
     assert "ip:10.0.3.231" in limiter.buckets  # the newest stay
+
+
+async def test_invalid_documents_still_cost_a_point(demo: DemoServer, make_settings: Callable[..., Settings]) -> None:
+    app = create_app(make_settings(sources_of(demo.url, BBC), edge=limited(rate_limit_burst=3)), clock=FakeClock())
+    async with RunningGateway(app) as gw:
+        codes = [(await gw.post("{ nope")).status_code for _ in range(4)]
+        assert codes == [200, 200, 200, 429]  # a flood of syntax errors drains the bucket like any other

@@ -203,7 +203,9 @@ class GraphQLGate:
             headers_in = start["headers"] if start is not None else []
             for key, value in headers_in:
                 if key == ACTUAL_COST_HEADER:
-                    actual = int(value)
+                    # every request costs at least a point: a flood of cheap or invalid
+                    # documents must drain the bucket too
+                    actual = max(1, int(value))
             status: ThrottleStatus | None = None
             if edge.limiter is not None and decision is not None:
                 status = edge.limiter.settle(client.id, requested, actual)
