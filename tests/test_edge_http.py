@@ -10,7 +10,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.demo.server import DemoServer
-from gateway.settings import EdgeSettings, Settings
+from gateway.settings import DEFAULT_RATE_LIMIT_BURST, EdgeSettings, Settings
 from tests.helpers import RunningGateway
 
 GR = "application/graphql-response+json"
@@ -100,7 +100,7 @@ async def test_expensive_queries_are_refused_before_any_upstream_call(gateway: R
     assert error["extensions"]["code"] == "QUERY_TOO_EXPENSIVE"
     assert error["extensions"]["cost"] > error["extensions"]["maxCost"]
     cost = body["extensions"]["cost"]  # not charged: nothing ran
-    assert cost["actualQueryCost"] == 0 and cost["throttleStatus"]["currentlyAvailable"] == 200_000
+    assert cost["actualQueryCost"] == 0 and cost["throttleStatus"]["currentlyAvailable"] == DEFAULT_RATE_LIMIT_BURST
     assert upstream_calls(gateway) == 0
 
 

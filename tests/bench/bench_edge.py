@@ -173,7 +173,7 @@ def edge_work_us(make: Callable[..., Settings], n: int = 20_000) -> float:
 
     settings = make()
     estimator = CostEstimator(graphql.build_schema(build_schema().as_str()), settings)
-    limiter = RateLimiter(burst=200_000, per_s=20_000, clock=SystemClock())
+    limiter = RateLimiter(burst=1_000_000, per_s=100_000, clock=SystemClock())
     doc = graphql.parse(WARM)
     op = doc.definitions[0]
     body = b'{"data":{"articles":{"nodes":[' + b",".join([b'{"id":"x","title":"t","url":"u"}'] * 20) + b"]}}}"
