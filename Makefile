@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python -m tests.bench.bench_upstream $(BENCH_ARGS) || status=1; \
 	$(BIN)/python -m tests.bench.bench_feed_lag || status=1; \
 	$(BIN)/python -m tests.bench.resilience $(BENCH_ARGS) || status=1; \
+	$(BIN)/python -m tests.bench.bench_edge $(BENCH_ARGS) || status=1; \
 	exit $$status
 
 ## Regenerate schema.graphql from the code.
@@ -43,4 +44,4 @@ schema: install
 	$(BIN)/gateway export-schema > schema.graphql
 
 clean:
-	rm -rf $(VENV) .gateway .pytest_cache
+	rm -rf $(VENV) .gateway .pytest_cache tests/audit/node_modules

@@ -21,13 +21,18 @@ from strawberry.types import ExecutionResult
 
 from gateway.coalesce import ARRIVED_KEY, CoalesceIdentical
 from gateway.context import GatewayContext, build_context
+from gateway.edge import edge_middleware
+from gateway.edge.gate import GraphQLGate
+from gateway.edge.graphql_view import EdgeViewMixin
+from gateway.edge.identity import CLIENT
+from gateway.edge.runtime import EdgeRuntime
 from gateway.errors import GatewayError
 from gateway.graphiql import graphiql_html, graphiql_routes
 from gateway.ops.metrics import HTTPMetrics, Metrics
 from gateway.ops.readiness import Drain, Readiness
 from gateway.ops.tracing import provider_from_env, tracer_of
 from gateway.resilience.clock import Clock, SystemClock
-from gateway.schema import build_schema
+from gateway.schema import MAX_TOKENS, build_schema
 from gateway.schema.errors import classify
 from gateway.services import Services
 from gateway.settings import Settings
@@ -38,21 +43,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway")
 
 
-class GatewayGraphQL(GraphQL[GatewayContext, None]):
-    """Strawberry's ASGI app with our context and a faster JSON encoder."""
+class GatewayGraphQL(EdgeViewMixin, GraphQL[GatewayContext, None]):
+    """Strawberry's ASGI app with our context and a faster JSON encoder; the edge's
+    hooks (GraphQL over HTTP status codes, actual cost) come from EdgeViewMixin."""
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> GatewayContext:
         services: Services = request.state.services
-        return build_context(
+        ctx = build_context(
             services, request_id=request.headers.get("x-request-id"), arrived=request.scope.get(ARRIVED_KEY)
         )
+        identity = request.scope.get(CLIENT)
+        if identity is not None:
+            ctx.client_id = identity.id
+        self.remember_context(request, ctx)
+        return ctx
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         # strawberry's page with its unpkg assets served from gateway/static/graphiql
-        return HTMLResponse(graphiql_html())
+        return self.graphiql_response(graphiql_html())
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         # Errors raised before execution (e.g. syntax errors caught in the parser
@@ -60,14 +71,15 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         if result.errors:
             request_id = request.headers.get("x-request-id")
             result.errors = [e if (e.extensions or {}).get("code") else classify(e, request_id) for e in result.errors]
-        return await super().process_result(request, result)
+        return self.edge_result(request, result, await super().process_result(request, result))
 
 
 def create_app(
     settings: Settings, *, clock: Clock | None = None, tracer_provider: TracerProvider | None = None
 ) -> Starlette:
     """Build the gateway. ``clock`` swaps time for everything that decides by it
-    (deadlines, breakers, caches, the database back-off); tests step a fake one.
+    (deadlines, breakers, caches, the database back-off, arrival stamps, rate-limit
+    buckets); tests step a fake one.
     ``tracer_provider``: where spans go (default: OTLP when OTEL_EXPORTER_OTLP_ENDPOINT
     is set, else no tracing)."""
     clock = clock or SystemClock()
@@ -91,6 +103,8 @@ def create_app(
         app.state.readiness = readiness
         drain = Drain(readiness, settings.shutdown_delay_s)
         drain.install()
+        edge = EdgeRuntime.start(settings, sdl=schema.as_str(), db=services.db, clock=clock)
+        app.state.edge = edge
         # What startup built (modules, the schema, pools) lives as long as the process:
         # keep it out of the cyclic GC, whose full collections otherwise walk it all
         # (~10 ms with the loop held, at a moment no request chooses).
@@ -100,16 +114,18 @@ def create_app(
             "gateway ready: %d source(s) from %s", len(settings.sources), settings.sources_file or "<settings>"
         )
         try:
-            yield {"services": services}
+            yield {"services": services, "edge": edge}
         finally:
             gc.unfreeze()  # several apps in one process (tests): let this one's go
             drain.uninstall()
+            await edge.aclose()
             await services.aclose()
             metrics.process_exited()
             if own_provider and provider is not None:
                 provider.shutdown()  # flushes the spans still queued
 
-    graphql_app = GatewayGraphQL(build_schema(), graphql_ide="graphiql")
+    schema = build_schema(introspection=settings.edge.introspection_on, suggestions=settings.edge.suggestions_on)
+    graphql_app = GatewayGraphQL(schema, graphql_ide="graphiql" if settings.edge.graphiql_on else None)
 
     async def root(request: Request) -> Response:
         return RedirectResponse("/graphql")
@@ -126,10 +142,19 @@ def create_app(
             Route("/livez", livez),
             Route("/readyz", readyz),
             Route("/metrics", metrics.endpoint),
-            Route("/graphql", CoalesceIdentical(graphql_app, clock=clock), methods=["GET", "POST"]),
+            # No `methods=`: the gate answers every method itself (405 with Allow, in JSON).
+            Route(
+                "/graphql",
+                GraphQLGate(
+                    CoalesceIdentical(graphql_app, clock=clock, max_body_bytes=settings.edge.max_request_bytes),
+                    max_tokens=MAX_TOKENS,
+                    metrics=metrics,
+                ),
+            ),
             *graphiql_routes(),
         ],
-        middleware=[Middleware(HTTPMetrics, metrics=metrics)],
+        # Outermost first: every answer is counted, the edge's refusals too.
+        middleware=[Middleware(HTTPMetrics, metrics=metrics), *edge_middleware(settings, clock=clock)],
         lifespan=lifespan,
     )
 

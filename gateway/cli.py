@@ -130,7 +130,10 @@ def _serve(args: argparse.Namespace) -> int:
             log_config=None,  # our own structlog setup, in every worker
             lifespan="on",
             timeout_graceful_shutdown=10,
-            proxy_headers=True,
+            # Off: uvicorn would believe X-Forwarded-For from 127.0.0.1 by default. Which
+            # peers may speak for a client is GATEWAY_TRUSTED_PROXIES, decided in one
+            # place (gateway/edge/identity.py), for Forwarded too.
+            proxy_headers=False,
             # uvicorn's access log formats and writes a line per request, on the event
             # loop, synchronously: in a 100-request burst that was ~40% of the cost of
             # sending the answers. Opt-in until logging moves off the loop.

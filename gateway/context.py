@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from gateway.edge.cost import CostMeter
 from gateway.loaders import Loaders
 from gateway.resilience.deadline import Deadline
 
@@ -24,6 +25,8 @@ class GatewayContext:
     client_id: str | None = None
     #: Every source outcome this request got, in the order the loaders got them.
     outcomes: list[SourceOutcome] = field(default_factory=list)
+    #: What this request actually returns and fetches, stopped at the cost limits.
+    meter: CostMeter | None = None
 
 
 def build_context(services: Services, *, request_id: str | None = None, arrived: float | None = None) -> GatewayContext:
@@ -34,7 +37,14 @@ def build_context(services: Services, *, request_id: str | None = None, arrived:
     deadline = Deadline(arrived + budget_s, clock) if arrived is not None else Deadline.after(budget_s, clock)
     outcomes: list[SourceOutcome] = []
     loaders = Loaders.create(services.settings, services.source_service, deadline, outcomes=outcomes)
-    ctx = GatewayContext(services, loaders, deadline, outcomes=outcomes)
+    edge = services.settings.edge
+    ctx = GatewayContext(
+        services,
+        loaders,
+        deadline,
+        outcomes=outcomes,
+        meter=CostMeter(edge.max_query_cost, edge.max_upstream_fetches),
+    )
     if request_id:
         ctx.request_id = request_id
     return ctx

@@ -43,6 +43,33 @@ LOG_FORMATS = ("auto", "json", "console")
 DEFAULT_LOG_LEVEL = "info"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
+# --- edge: limits, identity, production posture (gateway/edge/) -------------
+DEFAULT_ENV = "development"  # or "production": no GraphiQL, introspection or field suggestions
+ENVIRONMENTS = ("development", "production")
+#: Largest request body accepted (HTTP 413 above it).
+DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+#: Estimated objects one request may return. The README's queries cost 6 to 211; 30
+#: stories with 10 comments of 5 replies each cost 1,831. The nested articles -> source
+#: -> articles attack (first: 100 at each level) costs ~1,000,000. The bound also limits how
+#: long one admitted answer holds the event loop while executed and encoded: bench_edge
+#: prints it for the largest query this default admits (60-120 ms on a busy 2-core box).
+DEFAULT_MAX_QUERY_COST = 5_000
+#: Distinct upstream fetches one request may cause (source x search, HN comment levels).
+DEFAULT_MAX_UPSTREAM_FETCHES = 8
+DEFAULT_RATE_LIMIT_ENABLED = True
+#: Points in a client's bucket, and points restored per second. Generous: `make run`,
+#: the README's queries and bench_resilience's ~5,000 req/s of a 17-point query from one
+#: address never meet them; a flood of expensive queries (20 a second at the maximum
+#: cost) does. Size them for your clients in production.
+DEFAULT_RATE_LIMIT_BURST = 1_000_000
+DEFAULT_RATE_LIMIT_PER_S = 100_000
+#: How often local buckets are reconciled with the shared table (0: local only).
+DEFAULT_RATE_LIMIT_SYNC_MS = 100
+#: With the shared store down, keep limiting with local buckets (true) or refuse (503).
+DEFAULT_RATE_LIMIT_FAIL_OPEN = True
+DEFAULT_REQUIRE_API_KEY = False
+DEFAULT_CORS_MAX_AGE_S = 600
+
 # --- per-source defaults ---------------------------------------------------
 DEFAULT_SOURCE_TIMEOUT_MS = 2000
 DEFAULT_SOURCE_TTL_S = 120
@@ -127,6 +154,7 @@ class Settings:
     shutdown_delay_s: float = DEFAULT_SHUTDOWN_DELAY_S
     log_format: str = DEFAULT_LOG_FORMAT
     log_level: str = DEFAULT_LOG_LEVEL
+    edge: EdgeSettings = field(default_factory=lambda: EdgeSettings())
 
     def source(self, source_id: str) -> SourceConfig | None:
         for s in self.sources:
@@ -143,7 +171,9 @@ class Settings:
         env = os.environ if env is None else env
         path = Path(sources_file or env.get("GATEWAY_SOURCES") or BUNDLED_DEMO_SOURCES)
         values = {var.field: var.read(env) for var in ENV_VARS}
-        return cls(sources=load_sources(path, env=env), sources_file=path, **values)
+        return cls(
+            sources=load_sources(path, env=env), sources_file=path, edge=EdgeSettings.from_env(env), **values
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +223,150 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("GATEWAY_LOG_FORMAT", "log_format", DEFAULT_LOG_FORMAT, str, choices=LOG_FORMATS),
     EnvVar("GATEWAY_LOG_LEVEL", "log_level", DEFAULT_LOG_LEVEL, str, choices=LOG_LEVELS),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """One API client from the clients file. Only the SHA-256 of its key is kept."""
+
+    id: str
+    key_sha256: str = field(repr=False)
+    burst: int | None = None
+    per_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeSettings:
+    """What the edge enforces: body and cost limits, rate limits, identity, CORS, posture."""
+
+    env: str = DEFAULT_ENV
+    introspection: bool | None = None  # None: on in development, off in production
+    graphiql: bool | None = None  # None: on in development, off in production
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_query_cost: int = DEFAULT_MAX_QUERY_COST
+    max_upstream_fetches: int = DEFAULT_MAX_UPSTREAM_FETCHES
+    rate_limit_enabled: bool = DEFAULT_RATE_LIMIT_ENABLED
+    rate_limit_burst: int = DEFAULT_RATE_LIMIT_BURST
+    rate_limit_per_s: float = DEFAULT_RATE_LIMIT_PER_S
+    rate_limit_sync_ms: int = DEFAULT_RATE_LIMIT_SYNC_MS
+    rate_limit_fail_open: bool = DEFAULT_RATE_LIMIT_FAIL_OPEN
+    clients_file: Path | None = None
+    clients: tuple[ClientConfig, ...] = ()
+    require_api_key: bool = DEFAULT_REQUIRE_API_KEY
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For / Forwarded we believe
+    cors_origins: tuple[str, ...] = ()
+    cors_allow_credentials: bool = False
+    cors_max_age_s: int = DEFAULT_CORS_MAX_AGE_S
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def introspection_on(self) -> bool:
+        return (not self.production) if self.introspection is None else self.introspection
+
+    @property
+    def graphiql_on(self) -> bool:
+        return (not self.production) if self.graphiql is None else self.graphiql
+
+    @property
+    def suggestions_on(self) -> bool:
+        return not self.production
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> EdgeSettings:
+        from gateway.edge.clients import load_clients, parse_cidrs
+
+        mode = (env.get("GATEWAY_ENV") or DEFAULT_ENV).strip().lower()
+        if mode not in ENVIRONMENTS:
+            raise ConfigError(f"environment variable GATEWAY_ENV must be one of {', '.join(ENVIRONMENTS)}, got {mode!r}")
+        clients_file = Path(env["GATEWAY_CLIENTS_FILE"]) if env.get("GATEWAY_CLIENTS_FILE") else None
+        origins = tuple(o.strip() for o in (env.get("GATEWAY_CORS_ORIGINS") or "").split(",") if o.strip())
+        credentials = _env_bool(env, "GATEWAY_CORS_ALLOW_CREDENTIALS", False)
+        if credentials and "*" in origins:
+            raise ConfigError("GATEWAY_CORS_ORIGINS may not contain '*' with GATEWAY_CORS_ALLOW_CREDENTIALS=true")
+        proxies = tuple(p.strip() for p in (env.get("GATEWAY_TRUSTED_PROXIES") or "").split(",") if p.strip())
+        parse_cidrs(proxies)  # a typo is a startup error, not a silently open door
+        out = cls(
+            env=mode,
+            introspection=_env_opt_bool(env, "GATEWAY_INTROSPECTION"),
+            graphiql=_env_opt_bool(env, "GATEWAY_GRAPHIQL"),
+            max_request_bytes=_env_int(env, "GATEWAY_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES),
+            max_query_cost=_env_int(env, "GATEWAY_MAX_QUERY_COST", DEFAULT_MAX_QUERY_COST),
+            max_upstream_fetches=_env_int(env, "GATEWAY_MAX_UPSTREAM_FETCHES", DEFAULT_MAX_UPSTREAM_FETCHES),
+            rate_limit_enabled=_env_bool(env, "GATEWAY_RATE_LIMIT", DEFAULT_RATE_LIMIT_ENABLED),
+            rate_limit_burst=_env_int(env, "GATEWAY_RATE_LIMIT_BURST", DEFAULT_RATE_LIMIT_BURST),
+            rate_limit_per_s=float(_env_int(env, "GATEWAY_RATE_LIMIT_PER_S", DEFAULT_RATE_LIMIT_PER_S)),
+            rate_limit_sync_ms=_env_int(env, "GATEWAY_RATE_LIMIT_SYNC_MS", DEFAULT_RATE_LIMIT_SYNC_MS, minimum=0),
+            rate_limit_fail_open=_env_bool(env, "GATEWAY_RATE_LIMIT_FAIL_OPEN", DEFAULT_RATE_LIMIT_FAIL_OPEN),
+            clients_file=clients_file,
+            clients=load_clients(clients_file) if clients_file else (),
+            require_api_key=_env_bool(env, "GATEWAY_REQUIRE_API_KEY", DEFAULT_REQUIRE_API_KEY),
+            trusted_proxies=proxies,
+            cors_origins=origins,
+            cors_allow_credentials=credentials,
+            cors_max_age_s=_env_int(env, "GATEWAY_CORS_MAX_AGE_S", DEFAULT_CORS_MAX_AGE_S, minimum=0),
+        )
+        if out.rate_limit_sync_ms > 100:
+            raise ConfigError(f"GATEWAY_RATE_LIMIT_SYNC_MS must be <= 100 (0 disables sharing), got {out.rate_limit_sync_ms}")
+        return out
+
+
+#: The edge's variables (read by EdgeSettings.from_env) and their defaults: None where
+#: unset means "decided otherwise" (by GATEWAY_ENV, or nothing configured). The env
+#: example lists them with ENV_VARS; a test keeps all three in step.
+EDGE_ENV_DEFAULTS: dict[str, object] = {
+    "GATEWAY_ENV": DEFAULT_ENV,
+    "GATEWAY_INTROSPECTION": None,
+    "GATEWAY_GRAPHIQL": None,
+    "GATEWAY_MAX_REQUEST_BYTES": DEFAULT_MAX_REQUEST_BYTES,
+    "GATEWAY_MAX_QUERY_COST": DEFAULT_MAX_QUERY_COST,
+    "GATEWAY_MAX_UPSTREAM_FETCHES": DEFAULT_MAX_UPSTREAM_FETCHES,
+    "GATEWAY_RATE_LIMIT": DEFAULT_RATE_LIMIT_ENABLED,
+    "GATEWAY_RATE_LIMIT_BURST": DEFAULT_RATE_LIMIT_BURST,
+    "GATEWAY_RATE_LIMIT_PER_S": DEFAULT_RATE_LIMIT_PER_S,
+    "GATEWAY_RATE_LIMIT_SYNC_MS": DEFAULT_RATE_LIMIT_SYNC_MS,
+    "GATEWAY_RATE_LIMIT_FAIL_OPEN": DEFAULT_RATE_LIMIT_FAIL_OPEN,
+    "GATEWAY_CLIENTS_FILE": None,
+    "GATEWAY_REQUIRE_API_KEY": DEFAULT_REQUIRE_API_KEY,
+    "GATEWAY_TRUSTED_PROXIES": None,
+    "GATEWAY_CORS_ORIGINS": None,
+    "GATEWAY_CORS_ALLOW_CREDENTIALS": False,
+    "GATEWAY_CORS_MAX_AGE_S": DEFAULT_CORS_MAX_AGE_S,
+}
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _env_opt_bool(env: Mapping[str, str], name: str) -> bool | None:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return None
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"environment variable {name} must be true or false, got {env.get(name)!r}")
+
+
+def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = _env_opt_bool(env, name)
+    return default if value is None else value
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"environment variable {name} must be >= {minimum}, got {value}")
+    return value
 
 
 # --- sources file -----------------------------------------------------------

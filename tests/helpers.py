@@ -25,7 +25,9 @@ class RunningGateway:
         self._sock.bind(("127.0.0.1", 0))
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, lifespan="on", log_level="warning", timeout_graceful_shutdown=2)
+        config = uvicorn.Config(
+            app, lifespan="on", log_level="warning", timeout_graceful_shutdown=2, proxy_headers=False  # as `gateway serve`
+        )
         self.server = uvicorn.Server(config)
         self.client = httpx.AsyncClient(base_url=self.url, timeout=30)
         self._task: asyncio.Task[None] | None = None

@@ -7,13 +7,16 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import (
+    AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
     QueryDepthLimiter,
     ValidationCache,
 )
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from gateway.ops.operations import OperationObserver
@@ -40,10 +43,21 @@ MAX_ALIASES = 30
 MAX_TOKENS = 2000
 
 
-def build_schema(**kwargs: Any) -> strawberry.Schema:
+#: Production mode's extra rule. The validation cache keys on the tuple of rule
+#: classes, which stays equal from request to request (the same classes).
+_NO_INTROSPECTION_RULES = [NoSchemaIntrospectionCustomRule]
+
+
+def build_schema(*, introspection: bool = True, suggestions: bool = True, **kwargs: Any) -> strawberry.Schema:
+    """``introspection=False`` refuses ``__schema``/``__type``; ``suggestions=False``
+    drops "Did you mean ...?" from errors (production mode, gateway/edge)."""
+    extra = [] if introspection else [lambda: AddValidationRules(_NO_INTROSPECTION_RULES)]
+    if not suggestions:
+        kwargs.setdefault("config", StrawberryConfig(disable_field_suggestions=True))
     return GatewaySchema(
         query=Query,
         extensions=[
+            *extra,
             ErrorCodes,
             OperationObserver,
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),

@@ -24,6 +24,7 @@ def classify(error: GraphQLError, request_id: str | None) -> GraphQLError:
     extensions = dict(error.extensions or {})
     if isinstance(original, GatewayError):
         extensions["code"] = original.code
+        extensions.update(getattr(original, "extensions", None) or {})  # e.g. QUERY_TOO_EXPENSIVE's cost
         return _with(error, original.message, extensions)
     if original is None:
         if "code" not in extensions:

@@ -9,6 +9,7 @@ from typing import Annotated
 import strawberry
 
 from gateway import __version__
+from gateway.edge.inputs import check_all_storable, check_storable
 from gateway.errors import BadUserInput, CriticalSourceFailed, DatabaseUnavailable
 from gateway.loaders import FeedKey
 from gateway.outcomes import SourceOutcome
@@ -41,6 +42,7 @@ def _selected_sources(info: Info, ids: list[strawberry.ID] | None) -> list[Sourc
         return list(settings.sources)
     if len(ids) > MAX_SOURCES_ARG:
         raise BadUserInput(f"`sources` takes at most {MAX_SOURCES_ARG} ids, got {len(ids)}")
+    check_all_storable("sources", ids)
     chosen: list[SourceConfig] = []
     for source_id in dict.fromkeys(ids):
         config = settings.source(source_id)
@@ -86,13 +88,15 @@ class Query:
                 # a lone surrogate) and a query parameter upstream.
                 raise BadUserInput("`search` must not contain control characters or unpaired surrogates")
             search = search or None
-        after_key = decode_cursor(after) if after else None
+        after_key = decode_cursor(check_storable("after", after)) if after else None
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=timezone.utc)
         chosen = _selected_sources(info, sources)
         service = info.context.services.source_service
 
         keys = [FeedKey(s.id, search if service.adapter(s).supports_search else None) for s in chosen]
+        if info.context.meter is not None:
+            info.context.meter.fetches(keys)  # the safety net behind the cost estimate
         outcomes: list[SourceOutcome] = await info.context.loaders.feeds.load_many(keys)
 
         for outcome in outcomes:
@@ -106,6 +110,8 @@ class Query:
             for o, key in zip(outcomes, keys, strict=True)
         ]
         page, has_next = merge_page(streams, first=first, after=after_key, since=since)
+        if info.context.meter is not None:
+            info.context.meter.returned(1 + len(page))
         return ArticleConnection(page=page, has_next=has_next, outcomes=outcomes)
 
     @strawberry.field(description="One article by id: any article the gateway has seen. Null if unknown.")
@@ -114,6 +120,7 @@ class Query:
     ) -> Article | None:
         if len(id) > 200:
             raise BadUserInput("`id` is too long to be an article id")
+        check_storable("id", id)
         return await info.context.loaders.articles.load(str(id))  # type: ignore[return-value]
 
     @strawberry.field(description="Every configured source, in sources-file order.")
@@ -124,7 +131,7 @@ class Query:
     def source(
         self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The source's id.")]
     ) -> Source | None:
-        config = info.context.services.settings.source(str(id))
+        config = info.context.services.settings.source(check_storable("id", str(id)))
         return Source.of(config) if config else None
 
     @strawberry.field(description="Health of the gateway, its database and its sources.")

@@ -100,8 +100,15 @@ class Source:
         from gateway.loaders import FeedKey
 
         check_first(first)
-        outcome = await info.context.loaders.feeds.load(FeedKey(self.config.id, None))
-        return list(outcome.articles[:first])  # type: ignore[arg-type]  # cached newest first
+        key = FeedKey(self.config.id, None)
+        meter = info.context.meter
+        if meter is not None:
+            meter.fetches((key,))
+        outcome = await info.context.loaders.feeds.load(key)
+        page = list(outcome.articles[:first])
+        if meter is not None:
+            meter.returned(len(page))
+        return page  # type: ignore[return-value]  # cached newest first
 
 
 def source_of(info: Info, source_id: str) -> Source:
@@ -130,11 +137,27 @@ class Comment:
         return await load_comments(info, self.source_id, self.item.kids, first)
 
 
+def _comment_depth(info: Info) -> int:
+    """How many comment levels deep this field is (by parent type, so aliases count too)."""
+    depth = 0
+    path = info.path
+    while path is not None:
+        if isinstance(path.key, str) and path.typename in ("Article", "Comment"):
+            depth += 1
+        path = path.prev
+    return depth
+
+
 async def load_comments(info: Info, source_id: str, ids: tuple[int, ...], first: int) -> list[Comment]:
     check_first(first)
     if not ids or first == 0:
         return []
+    meter = info.context.meter
+    if meter is not None:  # one fetch per level of comments, as the estimate counts them
+        meter.fetches((("hn-comments", _comment_depth(info)),))
     results = await info.context.loaders.hn_items.load_many([(source_id, i) for i in ids[:first]])
+    if meter is not None:
+        meter.returned(len(results))
     return [
         Comment.of(r, source_id)
         for r in results

@@ -1,0 +1,299 @@
+"""The GraphQL-level checks in front of execution, in order:
+
+1. read the request as GraphQL over HTTP (:mod:`gateway.edge.http`): method, media
+   types, body; malformed requests get a 4xx in the GraphQL error shape;
+2. parse the document (cached by text) and pick the operation; a mutation over GET
+   is 405 with ``Allow: POST``;
+3. estimate its cost (:mod:`gateway.edge.cost`); over a limit: ``QUERY_TOO_EXPENSIVE``,
+   no execution, no upstream call;
+4. charge the client's bucket (:mod:`gateway.edge.ratelimit`); over budget: 429;
+5. run the rest (coalescing, Strawberry), then refund to the actual cost and add
+   ``extensions.cost`` and the ``RateLimit`` headers to the answer.
+
+It sits in front of the coalescer on purpose: every request is charged to its own
+client before identical ones share an execution, so a flood that is over budget is
+refused here and never shares anyone's answer.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import TYPE_CHECKING
+
+import orjson
+from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, OperationType, parse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.edge.cost import QueryTooExpensive
+from gateway.edge.http import (
+    GRAPHQL_RESPONSE_JSON,
+    GraphQLParams,
+    RequestError,
+    check_content_type,
+    negotiate,
+    params_from_body,
+    params_from_query_string,
+)
+from gateway.edge.identity import CLIENT, ClientIdentity
+from gateway.edge.ratelimit import Decision, ThrottleStatus
+from gateway.edge.request_id import ARRIVED_AT
+from gateway.edge.responses import GRAPHQL_RESPONSE_JSON as GR_CT
+from gateway.edge.responses import JSON as JSON_CT
+
+if TYPE_CHECKING:
+    from gateway.edge.runtime import EdgeRuntime
+    from gateway.ops.metrics import Metrics
+
+#: Set by the gate for the GraphQL view: the parsed parameters and the media type.
+PARAMS = "gateway.edge.params"
+MEDIA = "gateway.edge.media"
+#: Response header the GraphQL view reports the actual cost in; the gate removes it.
+ACTUAL_COST_HEADER = b"x-gateway-actual-cost"
+HAS_EXTENSIONS_HEADER = b"x-gateway-has-extensions"
+_INTERNAL = (ACTUAL_COST_HEADER, HAS_EXTENSIONS_HEADER)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class GraphQLGate:
+    def __init__(
+        self, app: ASGIApp, *, max_tokens: int, document_cache_size: int = 1024, metrics: Metrics | None = None
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self._parse = functools.lru_cache(maxsize=document_cache_size)(
+            functools.partial(parse, max_tokens=max_tokens)
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        edge: EdgeRuntime = scope["state"]["edge"]
+        method = scope["method"]
+        accept = _header(scope, b"accept")
+        if method == "GET" and b"query=" not in scope["query_string"] and "text/html" in (accept or ""):
+            if edge.graphiql:
+                await self.app(scope, receive, send)  # the GraphiQL page
+                return
+            await _refuse(send, RequestError(404, "NOT_FOUND", "GraphiQL is turned off (GATEWAY_GRAPHIQL)"))
+            return
+        try:
+            if method not in ("GET", "POST"):
+                raise RequestError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed; use GET or POST",
+                                   headers=[(b"allow", b"GET, POST")])
+            media = negotiate(accept)
+            if media is None:
+                raise RequestError(406, "NOT_ACCEPTABLE",
+                                   f"cannot answer in any of {accept!r}; accept {GRAPHQL_RESPONSE_JSON} or application/json")
+            if method == "POST":
+                check_content_type(_header(scope, b"content-type"))
+                body = await _read_body(receive)
+                params = params_from_body(body)
+            else:
+                body = b""
+                params = params_from_query_string(scope["query_string"])
+            operation = self._operation(params)
+            if operation is not None and method == "GET" and operation.node.operation is not OperationType.QUERY:
+                raise RequestError(405, "METHOD_NOT_ALLOWED", f"{operation.node.operation.value}s need POST",
+                                   headers=[(b"allow", b"POST")])
+        except RequestError as exc:
+            await _refuse(send, exc)
+            return
+
+        client: ClientIdentity = scope.get(CLIENT) or ClientIdentity(f"ip:{(scope.get('client') or ('?',))[0]}", False)
+        limiter = edge.limiter
+        requested = 1  # unparseable documents: validation answers them; charge the minimum
+        if operation is not None:
+            estimate = edge.estimator.estimate(params.query, operation.document, operation.node, params.variables)
+            too_expensive = estimate.check(edge.settings.max_query_cost, edge.settings.max_upstream_fetches)
+            if too_expensive is None and limiter is not None:
+                own_burst = limiter.bucket(client.id, client.burst, client.per_s).burst
+                if estimate.cost > own_burst:  # could never fit this client's bucket: not a matter of waiting
+                    too_expensive = QueryTooExpensive(
+                        f"query cost {estimate.cost} exceeds this client's bucket of {own_burst:g} points",
+                        cost=estimate.cost, max_cost=int(own_burst))
+            if too_expensive is not None:
+                status = limiter.status(client.id) if limiter is not None else None
+                payload = {
+                    "errors": [{"message": too_expensive.message,
+                                "extensions": {"code": too_expensive.code, **too_expensive.extensions}}],
+                    "extensions": {"cost": _cost_json(estimate.cost, 0, status)},
+                }
+                await _send(send, 400 if media == GRAPHQL_RESPONSE_JSON else 200, orjson.dumps(payload), media, [])
+                return
+            requested = max(1, estimate.cost)
+
+        decision: Decision | None = None
+        if limiter is not None:
+            if limiter.refuse_all:
+                await _refuse(send, RequestError(503, "RATE_LIMIT_UNAVAILABLE",
+                                                 "rate limits cannot be checked right now; retry shortly",
+                                                 headers=[(b"retry-after", b"1")]))
+                return
+            decision = limiter.charge(client.id, requested, burst=client.burst, per_s=client.per_s,
+                                      now=scope.get(ARRIVED_AT))
+            if not decision.allowed:
+                await self._throttled(send, media, requested, decision)
+                return
+
+        scope[PARAMS] = params
+        scope[MEDIA] = media
+        await self._forward(scope, body, send, edge, client, requested, decision, media)
+
+    def _operation(self, params: GraphQLParams) -> _Operation | None:
+        if params.query is None:
+            # A persisted document by id/hash: no text here to estimate. It is charged
+            # the minimum up front and settled to its actual cost, and the execution
+            # meter still stops it at the limits.
+            return None
+        try:
+            document = self._parse(params.query)
+        except GraphQLError:
+            return None  # a syntax error: Strawberry reports it in the usual shape
+        ops = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+        if params.operation_name is not None:
+            ops = [o for o in ops if o.name is not None and o.name.value == params.operation_name]
+        if len(ops) != 1:
+            return None  # none or ambiguous: validation reports it
+        return _Operation(document, ops[0])
+
+    async def _throttled(self, send: Send, media: str, requested: int, decision: Decision) -> None:
+        if self.metrics is not None:
+            self.metrics.rate_limited.inc()
+        retry_ms = max(1, math.ceil(decision.retry_after_s * 1000))
+        payload = {
+            "errors": [{
+                "message": f"rate limited: this query costs {requested} points and "
+                           f"{max(0.0, decision.status.currently_available):.0f} are available; retry in {retry_ms} ms",
+                "extensions": {"code": "RATE_LIMITED", "retryAfterMs": retry_ms},
+            }],
+            "extensions": {"cost": _cost_json(requested, 0, decision.status)},
+        }
+        headers = [(b"retry-after", str(max(1, math.ceil(decision.retry_after_s))).encode()),
+                   *_ratelimit_headers(decision.status, decision.reset_s)]
+        await _send(send, 429, orjson.dumps(payload), media, headers)
+
+    async def _forward(self, scope: Scope, body: bytes, send: Send, edge: EdgeRuntime, client: ClientIdentity,
+                       requested: int, decision: Decision | None, media: str) -> None:
+        start: Message | None = None
+        chunks: list[bytes] = []
+        sent_body = False
+
+        async def replay() -> Message:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.disconnect"}
+
+        async def capture(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        actual = requested
+        try:
+            await self.app(scope, replay, capture)
+        finally:
+            # Settle even if the execution failed or was cancelled: the charge stands
+            # only for what the request really cost.
+            headers_in = start["headers"] if start is not None else []
+            for key, value in headers_in:
+                if key == ACTUAL_COST_HEADER:
+                    # every request costs at least a point: a flood of cheap or invalid
+                    # documents must drain the bucket too
+                    actual = max(1, int(value))
+            status: ThrottleStatus | None = None
+            if edge.limiter is not None and decision is not None:
+                status = edge.limiter.settle(client.id, requested, actual)
+        assert start is not None
+        has_extensions = any(k == HAS_EXTENSIONS_HEADER for k, _ in start["headers"])
+        headers = [(k, v) for k, v in start["headers"] if k not in _INTERNAL and k not in (b"content-length", b"content-type")]
+        payload = b"".join(chunks)
+        is_graphql = any(k == ACTUAL_COST_HEADER for k, _ in start["headers"])
+        if is_graphql and start["status"] in (200, 400):  # a 304 (HTTP caching) keeps its empty body
+            payload = _with_cost(payload, _cost_json(requested, actual, status), has_extensions)
+            content_type = GR_CT if media == GRAPHQL_RESPONSE_JSON else JSON_CT
+        else:
+            content_type = next((v for k, v in start["headers"] if k == b"content-type"), JSON_CT)
+        if status is not None:
+            headers.extend(_ratelimit_headers(status, edge.limiter.bucket(client.id).restore_s()))
+        headers.append((b"content-type", content_type))
+        headers.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": start["status"], "headers": headers})
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+
+class _Operation:
+    __slots__ = ("document", "node")
+
+    def __init__(self, document: DocumentNode, node: OperationDefinitionNode) -> None:
+        self.document = document
+        self.node = node
+
+
+def _cost_json(requested: int, actual: int, status: ThrottleStatus | None) -> dict[str, object]:
+    return {
+        "requestedQueryCost": requested,
+        "actualQueryCost": actual,
+        "throttleStatus": status.as_json() if status is not None else None,
+    }
+
+
+def _with_cost(payload: bytes, cost: dict[str, object], has_extensions: bool) -> bytes:
+    """Adds ``extensions.cost`` to a JSON object answer. Splices bytes when the answer
+    has no top-level ``extensions`` (the usual case), so big answers are not re-encoded."""
+    if has_extensions:
+        data = orjson.loads(payload)
+        data.setdefault("extensions", {})["cost"] = cost
+        return orjson.dumps(data)
+    if not payload.endswith(b"}"):
+        return payload
+    return payload[:-1] + b',"extensions":' + orjson.dumps({"cost": cost}) + b"}"
+
+
+def _ratelimit_headers(status: ThrottleStatus, reset_s: float) -> list[tuple[bytes, bytes]]:
+    # draft-ietf-httpapi-ratelimit-headers: a policy named "cost" of q points restored
+    # over w seconds; r points remain and the bucket is full again in t seconds.
+    window = max(1, math.ceil(status.maximum_available / status.restore_rate)) if status.restore_rate else 1
+    remaining = max(0, math.floor(status.currently_available))
+    return [
+        (b"ratelimit-policy", f'"cost";q={int(status.maximum_available)};w={window}'.encode()),
+        (b"ratelimit", f'"cost";r={remaining};t={max(0, math.ceil(reset_s))}'.encode()),
+    ]
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _refuse(send: Send, exc: RequestError) -> None:
+    body = orjson.dumps({"errors": [{"message": exc.message, "extensions": {"code": exc.code}}]})
+    await _send(send, exc.status, body, "application/json", exc.headers)
+
+
+async def _send(send: Send, status: int, body: bytes, media: str, headers: list[tuple[bytes, bytes]]) -> None:
+    content_type = GR_CT if media == GRAPHQL_RESPONSE_JSON else JSON_CT
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers],
+    })
+    await send({"type": "http.response.body", "body": body, "more_body": False})

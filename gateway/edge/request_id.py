@@ -1,0 +1,48 @@
+"""Request id and arrival time: the first middleware, so everything after it can
+log the id and count time from when the request reached us."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.resilience.clock import Clock
+
+#: Arrival time on the app's clock (``clock.monotonic()``), for the rate limiter.
+ARRIVED_AT = "gateway.edge.arrived"
+REQUEST_ID = "gateway.edge.request_id"
+# A caller's id is kept only if it is short and plain: it ends up in logs.
+_SANE_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Stamps ``scope[ARRIVED_AT]``, keeps a sane ``X-Request-Id`` or makes one, and
+    echoes it on the response."""
+
+    def __init__(self, app: ASGIApp, *, clock: Clock) -> None:
+        self.app = app
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope[ARRIVED_AT] = self.clock.monotonic()
+        headers = scope["headers"]
+        given = next((v for k, v in headers if k == b"x-request-id"), None)
+        if given is not None and _SANE_ID.match(given):
+            request_id = given
+        else:
+            request_id = uuid.uuid4().hex.encode()
+            scope["headers"] = [(k, v) for k, v in headers if k != b"x-request-id"] + [(b"x-request-id", request_id)]
+        scope[REQUEST_ID] = request_id.decode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["x-request-id"] = request_id.decode()
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
