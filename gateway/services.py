@@ -1,6 +1,7 @@
 """Everything with a process lifetime, built once in the app's lifespan and torn down
 there, in reverse order: database (embedded or not), LISTEN connection, HTTP client,
-the parser process, and the source service with its breakers and bulkheads."""
+the parser process, the fetch statistics writer, the source service with its breakers
+and bulkheads, and the maintenance round (one leader across processes)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
+from gateway.ops.maintenance import Maintenance
+from gateway.ops.stats import StatsWriter
 from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.clock import Clock
 from gateway.service import SourceService
-from gateway.service.client import SourceClient
+from gateway.service.client import FetchRecorder, SourceClient
 from gateway.service.coordinator import RefreshCoordinator
 from gateway.service.feedcache import FeedCache
 from gateway.service.items import HNItems
@@ -45,6 +48,8 @@ class Services:
     clock: Clock
     started_mono: float
     _stack: AsyncExitStack
+    stats: StatsWriter | None = None
+    maintenance: Maintenance | None = None
 
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:
@@ -87,9 +92,19 @@ class Services:
                     await parser.start()
                 except Exception as exc:  # noqa: BLE001 - parsing still works; big feeds retry the pool
                     log.warning("the parser process did not start (%s); big feeds will start it on demand", exc)
-            service = build_source_service(settings, db, listener, http, parser, clock)
+            stats = StatsWriter(db, max_pending=settings.stats_queue_max)
+            stats.start()
+            stack.push_async_callback(stats.aclose)  # after the service: its last calls are flushed too
+            service = build_source_service(settings, db, listener, http, parser, clock, recorder=stats)
             stack.push_async_callback(service.aclose)
-            services = cls(settings, db, listener, parser, service, clock, clock.monotonic(), stack.pop_all())
+            maintenance: Maintenance | None = None
+            if settings.maintenance:
+                maintenance = Maintenance(settings, url, db, service, clock=clock)
+                maintenance.start()
+                stack.push_async_callback(maintenance.aclose)
+            services = cls(
+                settings, db, listener, parser, service, clock, clock.monotonic(), stack.pop_all(), stats, maintenance
+            )
         return services
 
     async def aclose(self) -> None:
@@ -106,11 +121,13 @@ def build_source_service(
     http: UpstreamClient,
     parser: Parser,
     clock: Clock,
+    *,
+    recorder: FetchRecorder | None = None,
 ) -> SourceService:
     """The source path, wired bottom-up: each piece gets only what is below it."""
     tasks = BackgroundTasks()
     budget_s = settings.request_deadline_ms / 1000
-    client = SourceClient(http, settings.sources, max_outbound=settings.max_outbound, clock=clock)
+    client = SourceClient(http, settings.sources, max_outbound=settings.max_outbound, clock=clock, recorder=recorder)
     cache = FeedCache(db, tasks, capacity=settings.memory_cache_entries, clock=clock)
     items = HNItems(
         client, cache, capacity=settings.memory_cache_entries * ITEMS_PER_FEED_ENTRY, fetch_budget_s=budget_s, clock=clock

@@ -85,6 +85,7 @@ class SourceService:
         for upstream or database trouble: that is what the status is for."""
         key: FeedKey = (source.id, self.adapter(source).request_key(search))
         started = self.clock.monotonic()
+        self.cache.note_read(key, search)
         entry = self.cache.get(key)
         if entry is not None:
             age = self.cache.age(entry)
@@ -151,6 +152,24 @@ class SourceService:
                 self.coordinator.start(key, source, fetch, entry)
                 return SourceStatus.STALE, entry
         return SourceStatus.FRESH, await self.coordinator.refresh(key, source, fetch, entry, lease)
+
+    async def refresh_ahead(self, source: SourceConfig, search: str | None, *, due_age_s: float) -> bool:
+        """Refresh (``source``, ``search``) before it expires, if its newest copy (here
+        or in Postgres) is at least ``due_age_s`` old: through the coordinator, so one
+        call per key across every process (a refresh in flight anywhere is joined, not
+        repeated). True when a new copy was fetched; failures are the breaker's and the
+        statistics' business, not the caller's."""
+        key: FeedKey = (source.id, self.adapter(source).request_key(search))
+        entry = self.cache.adopt(key, await self.cache.read(*key))
+        if entry is not None and self.cache.age(entry) < due_age_s:
+            return False  # somebody refreshed it meanwhile
+        fetch = partial(self.refresher.fetch, source, search, entry)
+        try:
+            await self.coordinator.refresh(key, source, fetch, entry)
+        except SourceError as exc:
+            log.debug("refresh ahead of %s %s failed: %s", source.id, key[1], exc.code)
+            return False
+        return True
 
     # -- Hacker News items and articles by id -----------------------------------
     async def hn_items(self, source: SourceConfig, ids: Sequence[int], deadline: Deadline) -> dict[int, ItemResult]:
