@@ -35,6 +35,7 @@ DEFAULT_OFFLOOP_PARSE_BYTES = 256 * 1024
 #: Largest upstream body we accept; bigger ones are a BAD_PAYLOAD, not an OOM.
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_FIRST = 100  # the largest page a client may ask for
+MAX_STATS_WINDOW_MINUTES = 7 * 24 * 60  # the longest window SourceHealth.fetchStats looks back over
 #: Fetch statistics older than this many hours are trimmed by the maintenance leader.
 DEFAULT_STATS_RETENTION_H = 168
 #: Fetch records waiting for the statistics writer; more are dropped (and counted).

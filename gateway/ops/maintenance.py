@@ -82,6 +82,7 @@ class Maintenance:
         self._conn: asyncpg.Connection | None = None
         self._next_gc = clock.monotonic()  # the first leader round collects at once
         self._task: asyncio.Task[None] | None = None
+        self.rounds = 0  # rounds the background loop finished
 
     @property
     def is_leader(self) -> bool:
@@ -106,6 +107,7 @@ class Maintenance:
                 raise
             except Exception:  # noqa: BLE001 - one bad round must not end maintenance
                 log.exception("maintenance round failed")
+            self.rounds += 1
             await asyncio.sleep(self.settings.maintenance_interval_s)
 
     async def run_once(self) -> RoundReport:
