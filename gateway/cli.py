@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130
+#: After a SIGTERM (and the drain), in-flight requests get this long to finish.
+GRACEFUL_SHUTDOWN_S = 10
 DEMO_PORT = 9100
 LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
 
@@ -179,7 +181,7 @@ def _serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             log_level=args.log_level,
             lifespan="on",
-            timeout_graceful_shutdown=10,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             proxy_headers=True,
             # uvicorn's access log formats and writes a line per request, on the event
             # loop, synchronously: in a 100-request burst that was ~40% of the cost of
