@@ -97,11 +97,11 @@ class Services:
             stack.push_async_callback(stats.aclose)  # after the service: its last calls are flushed too
             service = build_source_service(settings, db, listener, http, parser, clock, recorder=stats)
             stack.push_async_callback(service.aclose)
-            maintenance: Maintenance | None = None
-            if settings.maintenance:
-                maintenance = Maintenance(settings, url, db, service, clock=clock)
-                maintenance.start()
-                stack.push_async_callback(maintenance.aclose)
+            # Every process shares its reads with the maintenance leader (refresh-ahead);
+            # only those with GATEWAY_MAINTENANCE on may become that leader.
+            maintenance = Maintenance(settings, url, db, service, clock=clock, lead=settings.maintenance)
+            maintenance.start()
+            stack.push_async_callback(maintenance.aclose)
             services = cls(
                 settings, db, listener, parser, service, clock, clock.monotonic(), stack.pop_all(), stats, maintenance
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
@@ -41,9 +42,16 @@ async def until(condition: Callable[[], bool], timeout_s: float = 20) -> None:
 
 
 @contextlib.asynccontextmanager
-async def gateways(settings: Settings, clock: FakeClock, n: int) -> AsyncIterator[list[RunningGateway]]:
+async def gateways(
+    settings: Settings, clock: FakeClock, n: int, *, only_first_leads: bool = False
+) -> AsyncIterator[list[RunningGateway]]:
     async with contextlib.AsyncExitStack() as stack:
-        gws = [await stack.enter_async_context(RunningGateway(create_app(settings, clock=clock))) for _ in range(n)]
+        gws = [
+            await stack.enter_async_context(
+                RunningGateway(create_app(replace(settings, maintenance=i == 0 or not only_first_leads), clock=clock))
+            )
+            for i in range(n)
+        ]
         for gw in gws:  # the loop's first round is done; it now sleeps (interval: an hour)
             await until(lambda gw=gw: maintenance_of(gw).rounds >= 1)
         yield gws
@@ -114,14 +122,22 @@ async def test_garbage_collection_by_max_stale(
             await conn.close()
 
 
+@pytest.mark.parametrize("readers", ["both", "non-leader"])
 async def test_refresh_ahead_keeps_a_hot_key_cached_with_one_call_per_ttl(
-    demo: DemoServer, make_settings: Callable[..., Settings], clock: FakeClock
+    demo: DemoServer, make_settings: Callable[..., Settings], clock: FakeClock, readers: str
 ) -> None:
     """ttl_s 3, polled every 250 ms (fake) for 12 s through two processes: every answer
     CACHED, and the upstream sees about one call per TTL, made by whichever process
-    leads, whoever read the key."""
+    leads, whoever read the key. "non-leader": the second process runs with
+    GATEWAY_MAINTENANCE=false (a `gateway worker` does the maintenance) and takes every
+    read: its reads still reach the leader."""
     settings = settings_for(make_settings, demo, ttl_s=3)
-    async with gateways(settings, clock, 2) as gws:
+    async with gateways(settings, clock, 2, only_first_leads=readers == "non-leader") as gws:
+        if readers == "non-leader":
+            assert not maintenance_of(gws[1]).may_lead
+            readers_of = [gws[1]]
+        else:
+            readers_of = gws
         first = await gws[1].data(QUERY)
         assert first["articles"]["sources"][0]["status"] == "FRESH"
         assert demo.control.count("feeds.rss") == 1
@@ -132,7 +148,7 @@ async def test_refresh_ahead_keeps_a_hot_key_cached_with_one_call_per_ttl(
             # the followers share their reads first, then the leader acts on everyone's
             for gw in sorted(gws, key=lambda gw: maintenance_of(gw).is_leader):
                 await maintenance_of(gw).run_once()
-            data = await gws[step % 2].data(QUERY)
+            data = await readers_of[step % len(readers_of)].data(QUERY)
             statuses.append(data["articles"]["sources"][0]["status"])
         assert set(statuses) == {"CACHED"}, statuses
         refreshes = demo.control.count("feeds.rss") - 1
@@ -140,6 +156,8 @@ async def test_refresh_ahead_keeps_a_hot_key_cached_with_one_call_per_ttl(
         assert 4 <= refreshes <= 6, refreshes
         print(f"refresh-ahead: {refreshes} upstream call(s) in 12 s at ttl_s 3")
         assert sum(maintenance_of(gw).is_leader for gw in gws) == 1
+        if readers == "non-leader":
+            assert maintenance_of(gws[0]).is_leader
 
         # nobody reads it any more: after the read window, no more calls
         clock.advance(settings.refresh_ahead_window_s + 1)

@@ -2,8 +2,9 @@
 
 ::
 
-    every round (GATEWAY_MAINTENANCE_INTERVAL_S), in every process:
+    every round (GATEWAY_MAINTENANCE_INTERVAL_S), in every process, maintenance on or off:
       share this process's reads (keys requests asked for) ─► cache_reads
+      GATEWAY_MAINTENANCE=false? stop here (a `gateway worker` or another process leads)
       leader? (pg_try_advisory_lock, held on a dedicated connection for its lifetime)
         └─ yes: refresh ahead: keys read in the last GATEWAY_REFRESH_AHEAD_WINDOW_S whose
                 copy is due (age ≥ ttl_s − lead) ─► SourceService.refresh_ahead, one call
@@ -72,8 +73,11 @@ class RoundReport:
 
 
 class Maintenance:
-    def __init__(self, settings: Settings, url: str, db: Database, service: SourceService, *, clock: Clock) -> None:
+    def __init__(
+        self, settings: Settings, url: str, db: Database, service: SourceService, *, clock: Clock, lead: bool
+    ) -> None:
         self.settings = settings
+        self.may_lead = lead  # False: only share this process's reads with the leader
         self.url = url
         self.db = db
         self.service = service
@@ -116,6 +120,8 @@ class Maintenance:
         report = RoundReport()
         try:
             report.reads_shared = await self._share_reads()
+            if not self.may_lead:
+                return report
             report.leader = await self._lead()
             if not report.leader:
                 return report
