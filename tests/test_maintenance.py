@@ -165,3 +165,23 @@ async def test_refresh_ahead_keeps_a_hot_key_cached_with_one_call_per_ttl(
         for gw in gws:
             await maintenance_of(gw).run_once()
         assert demo.control.count("feeds.rss") == before
+
+
+async def test_a_failing_refresh_ahead_is_left_to_requests_for_a_ttl(
+    demo: DemoServer, make_settings: Callable[..., Settings], clock: FakeClock
+) -> None:
+    settings = settings_for(make_settings, demo, ttl_s=10, breaker={"failure_threshold": 100})
+    async with gateways(settings, clock, 1) as (gw,):
+        await gw.data(QUERY)
+        await gw.services.source_service.settle(timeout_s=5)
+        demo.control.set_fault("feeds.rss:tech", fault="500")  # not retried: one call per attempt
+        clock.advance(8)  # due: 10 s TTL, refreshed 1 s ahead at the latest
+        await maintenance_of(gw).run_once()
+        assert demo.control.count("feeds.rss") == 2
+        for _ in range(8):  # rounds go on; the failed key waits out a TTL
+            clock.advance(1)
+            await maintenance_of(gw).run_once()
+        assert demo.control.count("feeds.rss") == 2
+        clock.advance(2.5)
+        await maintenance_of(gw).run_once()
+        assert demo.control.count("feeds.rss") == 3

@@ -30,7 +30,7 @@ from datetime import timedelta
 
 import asyncpg
 
-from gateway.errors import DatabaseUnavailable
+from gateway.errors import DatabaseUnavailable, SourceError
 from gateway.resilience.clock import Clock
 from gateway.service import SourceService
 from gateway.settings import DEFAULT_SOURCE_MAX_STALE_S, Settings, SourceConfig
@@ -87,6 +87,10 @@ class Maintenance:
         self._next_gc = clock.monotonic()  # the first leader round collects at once
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0  # rounds the background loop finished
+        #: Keys whose refresh-ahead failed, and until when (monotonic) they are left to
+        #: requests: a failing upstream is not called again every round.
+        self._backoff: dict[tuple[str, str], float] = {}
+        self._troubled = False  # the last round met database trouble (log once, not every round)
 
     @property
     def is_leader(self) -> bool:
@@ -130,9 +134,14 @@ class Maintenance:
                 self._next_gc = self.clock.monotonic() + self.settings.gc_interval_s
                 await self._collect(report)
         except (DatabaseUnavailable, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            log.warning("maintenance round skipped: %s: %s", type(exc).__name__, exc)
-            if not self.is_leader:
-                await self._resign()
+            (log.debug if self._troubled else log.warning)(
+                "maintenance round skipped: %s: %s", type(exc).__name__, exc
+            )
+            self._troubled = True
+            return report
+        if self._troubled:
+            log.info("maintenance: the database answers again")
+            self._troubled = False
         return report
 
     # -- leadership -------------------------------------------------------------
@@ -185,12 +194,21 @@ class Maintenance:
         if not due:
             return 0
         gate = asyncio.Semaphore(REFRESH_AHEAD_CONCURRENCY)
+        mono = self.clock.monotonic()
+        self._backoff = {k: until for k, until in self._backoff.items() if until > mono}
 
-        async def one(source_id: str, search: str | None) -> bool:
+        async def one(source_id: str, key: str, search: str | None) -> bool:
+            source = self.sources[source_id]
             async with gate:
-                return await self.service.refresh_ahead(self.sources[source_id], search, due_age_s=due_age[source_id])
+                try:
+                    return await self.service.refresh_ahead(source, search, due_age_s=due_age[source_id])
+                except SourceError as exc:
+                    log.debug("refresh ahead of %s %s failed: %s", source_id, key, exc.code)
+                    self._backoff[(source_id, key)] = self.clock.monotonic() + source.ttl_s
+                    return False
 
-        done = await asyncio.gather(*(one(s, search) for s, _key, search in due), return_exceptions=True)
+        wanted = [(s, key, search) for s, key, search in due if (s, key) not in self._backoff]
+        done = await asyncio.gather(*(one(*row) for row in wanted), return_exceptions=True)
         for result in done:
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result

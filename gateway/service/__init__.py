@@ -157,18 +157,13 @@ class SourceService:
         """Refresh (``source``, ``search``) before it expires, if its newest copy (here
         or in Postgres) is at least ``due_age_s`` old: through the coordinator, so one
         call per key across every process (a refresh in flight anywhere is joined, not
-        repeated). True when a new copy was fetched; failures are the breaker's and the
-        statistics' business, not the caller's."""
+        repeated). True when a new copy came; raises the SourceError that ended it."""
         key: FeedKey = (source.id, self.adapter(source).request_key(search))
         entry = self.cache.adopt(key, await self.cache.read(*key))
         if entry is not None and self.cache.age(entry) < due_age_s:
             return False  # somebody refreshed it meanwhile
         fetch = partial(self.refresher.fetch, source, search, entry)
-        try:
-            await self.coordinator.refresh(key, source, fetch, entry)
-        except SourceError as exc:
-            log.debug("refresh ahead of %s %s failed: %s", source.id, key[1], exc.code)
-            return False
+        await self.coordinator.refresh(key, source, fetch, entry)
         return True
 
     # -- Hacker News items and articles by id -----------------------------------
