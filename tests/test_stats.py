@@ -13,6 +13,9 @@ from gateway.app import create_app
 from gateway.demo.server import DemoServer
 from gateway.ops.stats import FLUSH_INTERVAL_S, StatsWriter
 from gateway.settings import Settings
+from gateway.store.db import Database
+from gateway.store.migrate import migrate
+from tests.clock import FakeClock
 from tests.conftest import sources_of
 from tests.helpers import RunningGateway
 
@@ -93,3 +96,22 @@ async def test_a_full_buffer_drops_and_counts_and_never_waits() -> None:
     for _ in range(5):
         writer.record("s", "latest", now, 1.0, "OK", 200, 10, 1)
     assert (writer.pending, writer.dropped) == (2, 3)
+
+
+async def test_closing_the_writer_sends_what_its_round_has_not(database_url: str) -> None:
+    """The writer's first round is a second away: what aclose() finds pending goes
+    in its own flush, not lost with the process."""
+    db = await Database.connect(
+        database_url, min_size=1, max_size=2, connect_timeout_s=5, command_timeout_s=5, clock=FakeClock(), setup=migrate
+    )
+    try:
+        writer = StatsWriter(db, max_pending=100)
+        writer.start()
+        now = datetime.now(timezone.utc)
+        for i in range(3):
+            writer.record("s", f"item:{i}", now, 1.5, "OK", 200, 10, 1)
+        await writer.aclose()
+        assert (writer.written, writer.pending, writer.lost) == (3, 0, 0)
+        assert sorted(r["request_key"] for r in await rows(database_url)) == ["item:0", "item:1", "item:2"]
+    finally:
+        await db.close()
