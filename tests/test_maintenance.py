@@ -81,6 +81,31 @@ async def test_one_leader_and_the_other_takes_over_when_it_goes(
         await until(lambda: maintenance_of(follower).is_leader)
 
 
+async def test_leadership_survives_postgres_dropping_the_leader_s_connection(
+    demo: DemoServer, make_settings: Callable[..., Settings], clock: FakeClock, database_url: str
+) -> None:
+    settings = make_settings(sources_of(demo.url, tech()), maintenance=True, maintenance_interval_s=0.05)
+    holder = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = " \
+             "(SELECT oid FROM pg_database WHERE datname = current_database())"
+    async with RunningGateway(create_app(settings, clock=clock)) as a, RunningGateway(
+        create_app(settings, clock=clock)
+    ) as b:
+        await until(lambda: maintenance_of(a).is_leader or maintenance_of(b).is_leader)
+        admin = await asyncpg.connect(database_url)
+        try:
+            (old_pid,) = [r["pid"] for r in await admin.fetch(holder)]
+            await admin.execute("SELECT pg_terminate_backend($1)", old_pid)
+            async with asyncio.timeout(20):
+                while True:  # a new session holds the lock, and exactly one process says it leads
+                    pids = [r["pid"] for r in await admin.fetch(holder)]
+                    leaders = sum(maintenance_of(gw).is_leader for gw in (a, b))
+                    if pids and pids != [old_pid] and leaders == 1:
+                        break
+                    await asyncio.sleep(0.05)
+        finally:
+            await admin.close()
+
+
 async def test_garbage_collection_by_max_stale(
     demo: DemoServer, make_settings: Callable[..., Settings], clock: FakeClock, database_url: str
 ) -> None:

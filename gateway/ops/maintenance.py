@@ -16,7 +16,7 @@
 The lock is a session lock on a connection of its own (pooled connections keep no
 session state, see gateway/store/db.py): the leader stays leader until that connection
 goes (its process exits or Postgres drops it), then the next round of another process
-takes over. Every decision by time reads the injected clock; only the pause between
+takes over. Followers keep their connection too and ask again each round on it. Every decision by time reads the injected clock; only the pause between
 rounds is a real sleep.
 """
 
@@ -83,7 +83,8 @@ class Maintenance:
         self.service = service
         self.clock = clock
         self.sources = {s.id: s for s in settings.sources}
-        self._conn: asyncpg.Connection | None = None
+        self._conn: asyncpg.Connection | None = None  # the leader lock's own connection
+        self._leading = False
         self._next_gc = clock.monotonic()  # the first leader round collects at once
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0  # rounds the background loop finished
@@ -94,7 +95,7 @@ class Maintenance:
 
     @property
     def is_leader(self) -> bool:
-        return self._conn is not None and not self._conn.is_closed()
+        return self._leading and self._conn is not None and not self._conn.is_closed()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="gateway-maintenance")
@@ -146,29 +147,26 @@ class Maintenance:
 
     # -- leadership -------------------------------------------------------------
     async def _lead(self) -> bool:
-        if self._conn is not None:
-            if not self._conn.is_closed():
-                try:
-                    await self._conn.fetchval("SELECT 1", timeout=LEADER_CONNECT_TIMEOUT_S)
-                    return True
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                    pass
-            await self._resign()  # the connection, and with it the lock, is gone
-        conn = await asyncpg.connect(self.url, timeout=LEADER_CONNECT_TIMEOUT_S)
+        """Whether we hold the leader's lock, trying for it if not. The connection
+        stays open either way (one per process, like the LISTEN one): followers ask
+        again every round on it rather than connecting anew each time."""
         try:
-            won = await queries.try_lead(conn)
+            if self._conn is None or self._conn.is_closed():
+                self._leading = False
+                self._conn = await asyncpg.connect(self.url, timeout=LEADER_CONNECT_TIMEOUT_S)
+            if self._leading:
+                await self._conn.fetchval("SELECT 1", timeout=LEADER_CONNECT_TIMEOUT_S)  # still ours?
+                return True
+            self._leading = await queries.try_lead(self._conn)
         except BaseException:
-            conn.terminate()
+            await self._resign()  # the connection, and any lock on it, is gone or unknown
             raise
-        if not won:
-            await conn.close()
-            return False
-        self._conn = conn
-        log.info("maintenance: this process is the leader")
-        return True
+        if self._leading:
+            log.info("maintenance: this process is the leader")
+        return self._leading
 
     async def _resign(self) -> None:
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._leading = self._conn, None, False
         if conn is not None and not conn.is_closed():
             try:
                 await asyncio.wait_for(conn.close(), timeout=LEADER_CONNECT_TIMEOUT_S)
