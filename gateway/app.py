@@ -6,10 +6,11 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -22,11 +23,17 @@ from gateway.coalesce import ARRIVED_KEY, CoalesceIdentical
 from gateway.context import GatewayContext, build_context
 from gateway.errors import GatewayError
 from gateway.graphiql import graphiql_html, graphiql_routes
+from gateway.ops.metrics import HTTPMetrics, Metrics
+from gateway.ops.readiness import Drain, Readiness
+from gateway.ops.tracing import provider_from_env, tracer_of
 from gateway.resilience.clock import Clock, SystemClock
 from gateway.schema import build_schema
 from gateway.schema.errors import classify
 from gateway.services import Services
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("gateway")
 
@@ -56,21 +63,34 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         return await super().process_result(request, result)
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
+def create_app(
+    settings: Settings, *, clock: Clock | None = None, tracer_provider: TracerProvider | None = None
+) -> Starlette:
     """Build the gateway. ``clock`` swaps time for everything that decides by it
-    (deadlines, breakers, caches, the database back-off); tests step a fake one."""
+    (deadlines, breakers, caches, the database back-off); tests step a fake one.
+    ``tracer_provider``: where spans go (default: OTLP when OTEL_EXPORTER_OTLP_ENDPOINT
+    is set, else no tracing)."""
     clock = clock or SystemClock()
+    own_provider = tracer_provider is None
+    provider = tracer_provider if tracer_provider is not None else provider_from_env()
+    tracer = tracer_of(provider)
+
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         try:
-            services = await Services.start(settings, clock=clock)
+            services = await Services.start(settings, clock=clock, metrics=metrics, tracer=tracer)
         except GatewayError as exc:
             # uvicorn prints a traceback for lifespan failures; give the operator the
             # one line that matters first.
             log.error("gateway failed to start: %s", exc.message)
             raise
         app.state.services = services  # for tests and operators' tooling
+        readiness = Readiness(services)
+        app.state.readiness = readiness
+        drain = Drain(readiness, settings.shutdown_delay_s)
+        drain.install()
         # What startup built (modules, the schema, pools) lives as long as the process:
         # keep it out of the cyclic GC, whose full collections otherwise walk it all
         # (~10 ms with the loop held, at a moment no request chooses).
@@ -83,7 +103,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
             yield {"services": services}
         finally:
             gc.unfreeze()  # several apps in one process (tests): let this one's go
+            drain.uninstall()
             await services.aclose()
+            metrics.process_exited()
+            if own_provider and provider is not None:
+                provider.shutdown()  # flushes the spans still queued
 
     graphql_app = GatewayGraphQL(build_schema(), graphql_ide="graphiql")
 
@@ -93,17 +117,28 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> Starlette:
     async def livez(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def readyz(request: Request) -> Response:
+        return await request.app.state.readiness.endpoint(request)
+
     return Starlette(
         routes=[
             Route("/", root),
             Route("/livez", livez),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics.endpoint),
             Route("/graphql", CoalesceIdentical(graphql_app, clock=clock), methods=["GET", "POST"]),
             *graphiql_routes(),
         ],
+        middleware=[Middleware(HTTPMetrics, metrics=metrics)],
         lifespan=lifespan,
     )
 
 
 def create_app_from_env() -> Starlette:
-    """uvicorn factory (``gateway.app:create_app_from_env``), used by ``gateway serve``."""
-    return create_app(Settings.from_env())
+    """uvicorn factory (``gateway.app:create_app_from_env``), used by ``gateway serve``
+    in every worker process: it also sets up that process's logging."""
+    from gateway.ops import logging as gateway_logging
+
+    settings = Settings.from_env()
+    gateway_logging.configure(settings.log_format, settings.log_level)
+    return create_app(settings)

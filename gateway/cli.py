@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from gateway import __version__
 from gateway.errors import ConfigError, DatabaseUnavailable
-from gateway.settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, Settings
+from gateway.settings import DEFAULT_HOST, DEFAULT_LOG_LEVEL, DEFAULT_PORT, DEFAULT_WORKERS, LOG_LEVELS, Settings
 
 if TYPE_CHECKING:
     import asyncpg
@@ -29,7 +30,8 @@ EXIT_INTERRUPTED = 130
 #: After a SIGTERM (and the drain), in-flight requests get this long to finish.
 GRACEFUL_SHUTDOWN_S = 10
 DEMO_PORT = 9100
-LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
+#: How the serving parent tells its workers the log level.
+LOG_LEVEL_ENV = "GATEWAY_LOG_LEVEL"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--sources", default=None, help="sources file (None: $GATEWAY_SOURCES, else the bundled demo sources)"
     )
-    serve.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="log level")
+    serve.add_argument(
+        "--log-level",
+        default=os.environ.get(LOG_LEVEL_ENV) or DEFAULT_LOG_LEVEL,
+        choices=LOG_LEVELS,
+        help="log level ($GATEWAY_LOG_LEVEL if set)",
+    )
     serve.add_argument(
         "--access-log",
         action="store_true",
@@ -69,7 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--sources", default=None, help="sources file (None: $GATEWAY_SOURCES, else the bundled demo sources)"
     )
-    worker.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="log level")
+    worker.add_argument(
+        "--log-level", default=os.environ.get(LOG_LEVEL_ENV) or DEFAULT_LOG_LEVEL, choices=LOG_LEVELS,
+        help="log level ($GATEWAY_LOG_LEVEL if set)",
+    )
 
     sub.add_parser("migrate", help="apply the database migrations and exit", formatter_class=fmt)
 
@@ -146,15 +156,25 @@ def check_port(host: str, port: int) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway.ops import logging as gateway_logging
+    from gateway.ops.metrics import MULTIPROC_ENV
     from gateway.store.embedded import EmbeddedPostgres
 
-    _logging(args.log_level)
     if args.sources:
         os.environ["GATEWAY_SOURCES"] = args.sources
     if args.no_maintenance:
         os.environ["GATEWAY_MAINTENANCE"] = "false"  # the workers build their settings from the env
     settings = Settings.from_env()  # validate here, once, with a clean error
     check_port(args.host, args.port)
+    # Workers configure their own logging (create_app_from_env) at this level.
+    os.environ[LOG_LEVEL_ENV] = args.log_level
+    gateway_logging.configure(settings.log_format, args.log_level)
+    metrics_dir: str | None = None
+    if args.workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        # Several workers: each keeps its metrics in files here, and a scrape of any
+        # one of them sums them all (prometheus-client's multiprocess mode).
+        metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ[MULTIPROC_ENV] = metrics_dir
 
     # uvicorn re-raises the SIGTERM it handled once it has shut down; with the default
     # action the process would die before the embedded Postgres is stopped below.
@@ -180,6 +200,7 @@ def _serve(args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             log_level=args.log_level,
+            log_config=None,  # our own structlog setup, in every worker
             lifespan="on",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             proxy_headers=True,
@@ -191,21 +212,24 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         if embedded is not None:
             embedded.stop_sync()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs initdb's whole output at INFO
+def _logging(settings: Settings, level: str) -> None:
+    from gateway.ops import logging as gateway_logging
+
+    gateway_logging.configure(settings.log_format, level)
 
 
 def _worker(args: argparse.Namespace) -> int:
     """The maintenance alone: the same Services as a gateway process (the refreshes go
     through the same source path and leases), with no HTTP server."""
-    _logging(args.log_level)
     if args.sources:
         os.environ["GATEWAY_SOURCES"] = args.sources
     settings = replace(Settings.from_env(), maintenance=True)
+    _logging(settings, args.log_level)
     asyncio.run(_run_worker(settings))
     return 0
 
@@ -231,7 +255,7 @@ def _with_database(settings: Settings, fn: Callable[[asyncpg.Connection], Awaita
     started for the purpose) and print what it says."""
     from gateway.store.embedded import EmbeddedPostgres
 
-    _logging("warning")
+    _logging(settings, "warning")
     embedded: EmbeddedPostgres | None = None
     url = settings.database_url
     if url is None:

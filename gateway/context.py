@@ -10,6 +10,7 @@ from gateway.loaders import Loaders
 from gateway.resilience.deadline import Deadline
 
 if TYPE_CHECKING:
+    from gateway.outcomes import SourceOutcome
     from gateway.services import Services
 
 
@@ -19,6 +20,10 @@ class GatewayContext:
     loaders: Loaders
     deadline: Deadline
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: Who is asking (an API client's id, or "ip:<address>"), for logs.
+    client_id: str | None = None
+    #: Every source outcome this request got, in the order the loaders got them.
+    outcomes: list[SourceOutcome] = field(default_factory=list)
 
 
 def build_context(services: Services, *, request_id: str | None = None, arrived: float | None = None) -> GatewayContext:
@@ -27,7 +32,9 @@ def build_context(services: Services, *, request_id: str | None = None, arrived:
     budget_s = services.settings.request_deadline_ms / 1000
     clock = services.clock
     deadline = Deadline(arrived + budget_s, clock) if arrived is not None else Deadline.after(budget_s, clock)
-    ctx = GatewayContext(services, Loaders.create(services.settings, services.source_service, deadline), deadline)
+    outcomes: list[SourceOutcome] = []
+    loaders = Loaders.create(services.settings, services.source_service, deadline, outcomes=outcomes)
+    ctx = GatewayContext(services, loaders, deadline, outcomes=outcomes)
     if request_id:
         ctx.request_id = request_id
     return ctx

@@ -35,11 +35,14 @@ class FeedLoader(DataLoader[FeedKey, SourceOutcome]):
     """Source outcomes by (source, search): one upstream request per distinct key per
     request, however deeply the query nests ``articles``."""
 
-    def __init__(self, settings: Settings, service: SourceService, deadline: Deadline) -> None:
+    def __init__(
+        self, settings: Settings, service: SourceService, deadline: Deadline, outcomes: list[SourceOutcome]
+    ) -> None:
         super().__init__()
         self._settings = settings
         self._service = service
         self._deadline = deadline
+        self._outcomes = outcomes
 
     async def batch_load_fn(self, keys: Sequence[FeedKey]) -> list[SourceOutcome]:
         settings = self._settings
@@ -51,7 +54,9 @@ class FeedLoader(DataLoader[FeedKey, SourceOutcome]):
                 return SourceOutcome(removed, SourceStatus.SKIPPED, error=UnknownSource("source no longer configured"))
             return await self._service.fetch(source, key.search, self._deadline)
 
-        return list(await asyncio.gather(*(one(k) for k in keys)))
+        found = list(await asyncio.gather(*(one(k) for k in keys)))
+        self._outcomes.extend(found)
+        return found
 
 
 class ArticleLoader(DataLoader[str, "NormalizedArticle | None"]):
@@ -110,9 +115,11 @@ class Loaders:
     hn_items: HNItemLoader
 
     @classmethod
-    def create(cls, settings: Settings, service: SourceService, deadline: Deadline) -> Loaders:
+    def create(
+        cls, settings: Settings, service: SourceService, deadline: Deadline, *, outcomes: list[SourceOutcome]
+    ) -> Loaders:
         return cls(
-            FeedLoader(settings, service, deadline),
+            FeedLoader(settings, service, deadline, outcomes),
             ArticleLoader(service, deadline),
             HNItemLoader(settings, service, deadline),
         )

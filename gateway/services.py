@@ -5,15 +5,18 @@ and bulkheads, and the maintenance round (one leader across processes)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.ops.maintenance import Maintenance
 from gateway.ops.stats import StatsWriter
+from gateway.ops.metrics import Metrics, cancel, sample_forever
 from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.clock import Clock
 from gateway.service import SourceService
@@ -32,6 +35,9 @@ from gateway.store.listener import CacheListener
 from gateway.store.migrate import migrate
 from gateway.upstream import UpstreamClient
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
 log = logging.getLogger("gateway")
 
 #: HN items kept in memory per feed entry the memory cache holds.
@@ -46,6 +52,8 @@ class Services:
     parser: Parser
     source_service: SourceService
     clock: Clock
+    metrics: Metrics
+    tracer: Tracer | None
     started_mono: float
     _stack: AsyncExitStack
     stats: StatsWriter | None = None
@@ -56,7 +64,10 @@ class Services:
         return self.source_service.client.breakers
 
     @classmethod
-    async def start(cls, settings: Settings, *, clock: Clock) -> Services:
+    async def start(
+        cls, settings: Settings, *, clock: Clock, metrics: Metrics | None = None, tracer: Tracer | None = None
+    ) -> Services:
+        metrics = metrics or Metrics()
         async with AsyncExitStack() as stack:
             url = settings.database_url
             if url is None:
@@ -70,6 +81,7 @@ class Services:
                 connect_timeout_s=settings.db_connect_timeout_s,
                 command_timeout_s=settings.db_command_timeout_s,
                 clock=clock,
+                tracer=tracer,
                 setup=migrate,
                 warm=HOT_STATEMENTS,
             )
@@ -95,15 +107,31 @@ class Services:
             stats = StatsWriter(db, max_pending=settings.stats_queue_max)
             stats.start()
             stack.push_async_callback(stats.aclose)  # after the service: its last calls are flushed too
-            service = build_source_service(settings, db, listener, http, parser, clock, recorder=stats)
+            service = build_source_service(settings, db, listener, http, parser, clock, metrics, tracer, recorder=stats)
             stack.push_async_callback(service.aclose)
+            sampler = asyncio.create_task(
+                sample_forever(metrics, clock, lambda: (db.pool.get_size(), db.pool.get_idle_size())),
+                name="gateway-metrics-sampler",
+            )
+            stack.push_async_callback(cancel, sampler)
             # Every process shares its reads with the maintenance leader (refresh-ahead);
             # only those with GATEWAY_MAINTENANCE on may become that leader.
             maintenance = Maintenance(settings, url, db, service, clock=clock, lead=settings.maintenance)
             maintenance.start()
             stack.push_async_callback(maintenance.aclose)
             services = cls(
-                settings, db, listener, parser, service, clock, clock.monotonic(), stack.pop_all(), stats, maintenance
+                settings,
+                db,
+                listener,
+                parser,
+                service,
+                clock,
+                metrics,
+                tracer,
+                clock.monotonic(),
+                stack.pop_all(),
+                stats,
+                maintenance,
             )
         return services
 
@@ -121,14 +149,24 @@ def build_source_service(
     http: UpstreamClient,
     parser: Parser,
     clock: Clock,
+    metrics: Metrics | None = None,
+    tracer: Tracer | None = None,
     *,
     recorder: FetchRecorder | None = None,
 ) -> SourceService:
     """The source path, wired bottom-up: each piece gets only what is below it."""
     tasks = BackgroundTasks()
     budget_s = settings.request_deadline_ms / 1000
-    client = SourceClient(http, settings.sources, max_outbound=settings.max_outbound, clock=clock, recorder=recorder)
-    cache = FeedCache(db, tasks, capacity=settings.memory_cache_entries, clock=clock)
+    client = SourceClient(
+        http,
+        settings.sources,
+        max_outbound=settings.max_outbound,
+        clock=clock,
+        metrics=metrics,
+        tracer=tracer,
+        recorder=recorder,
+    )
+    cache = FeedCache(db, tasks, capacity=settings.memory_cache_entries, clock=clock, metrics=metrics)
     items = HNItems(
         client, cache, capacity=settings.memory_cache_entries * ITEMS_PER_FEED_ENTRY, fetch_budget_s=budget_s, clock=clock
     )
@@ -136,7 +174,7 @@ def build_source_service(
         cache, listener, tasks, holder_id=_holder_id(), refresh_budget_s=budget_s, clock=clock
     )
     refresher = Refresher(client, items, parser, clock=clock)
-    return SourceService(db, cache, coordinator, refresher, client, items, tasks, clock)
+    return SourceService(db, cache, coordinator, refresher, client, items, tasks, clock, metrics, tracer)
 
 
 def _holder_id() -> str:

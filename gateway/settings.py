@@ -48,6 +48,13 @@ DEFAULT_MAINTENANCE_INTERVAL_S = 0.5
 DEFAULT_GC_INTERVAL_S = 60.0
 #: Keys read within this many seconds are refreshed ahead of their TTL.
 DEFAULT_REFRESH_AHEAD_WINDOW_S = 300
+#: After SIGTERM, keep serving (with /readyz at 503) this long before shutting down.
+DEFAULT_SHUTDOWN_DELAY_S = 0.0
+#: "auto": JSON lines when stderr is not a terminal, readable console lines when it is.
+DEFAULT_LOG_FORMAT = "auto"
+LOG_FORMATS = ("auto", "json", "console")
+DEFAULT_LOG_LEVEL = "info"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 # --- per-source defaults ---------------------------------------------------
 DEFAULT_SOURCE_TIMEOUT_MS = 2000
@@ -136,6 +143,9 @@ class Settings:
     maintenance_interval_s: float = DEFAULT_MAINTENANCE_INTERVAL_S
     gc_interval_s: float = DEFAULT_GC_INTERVAL_S
     refresh_ahead_window_s: int = DEFAULT_REFRESH_AHEAD_WINDOW_S
+    shutdown_delay_s: float = DEFAULT_SHUTDOWN_DELAY_S
+    log_format: str = DEFAULT_LOG_FORMAT
+    log_level: str = DEFAULT_LOG_LEVEL
 
     def source(self, source_id: str) -> SourceConfig | None:
         for s in self.sources:
@@ -164,11 +174,14 @@ class EnvVar:
     default: object
     kind: type = int
     minimum: float = 1
+    choices: tuple[str, ...] = ()
 
     def read(self, env: Mapping[str, str]) -> object:
         raw = env.get(self.name)
         if raw is None or raw == "":
             return Path(self.default) if self.kind is Path and self.default is not None else self.default
+        if self.choices and raw not in self.choices:
+            raise ConfigError(f"environment variable {self.name} must be one of {', '.join(self.choices)}, got {raw!r}")
         if self.kind in (str, Path):
             return self.kind(raw)
         if self.kind is bool:
@@ -209,6 +222,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("GATEWAY_MAINTENANCE_INTERVAL_S", "maintenance_interval_s", DEFAULT_MAINTENANCE_INTERVAL_S, float, 0.01),
     EnvVar("GATEWAY_GC_INTERVAL_S", "gc_interval_s", DEFAULT_GC_INTERVAL_S, float, 0.01),
     EnvVar("GATEWAY_REFRESH_AHEAD_WINDOW_S", "refresh_ahead_window_s", DEFAULT_REFRESH_AHEAD_WINDOW_S),
+    EnvVar("GATEWAY_SHUTDOWN_DELAY_S", "shutdown_delay_s", DEFAULT_SHUTDOWN_DELAY_S, float, 0),
+    EnvVar("GATEWAY_LOG_FORMAT", "log_format", DEFAULT_LOG_FORMAT, str, choices=LOG_FORMATS),
+    EnvVar("GATEWAY_LOG_LEVEL", "log_level", DEFAULT_LOG_LEVEL, str, choices=LOG_LEVELS),
 )
 
 

@@ -25,11 +25,7 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 PORT = 8000  # the container port every file uses
 
-#: Settings the operability work adds alongside this one (readiness/drain, logs,
-#: metrics); allowed here before they exist in ENV_VARS.
-PENDING_VARS = {"GATEWAY_SHUTDOWN_DELAY_S", "GATEWAY_LOG_FORMAT", "GATEWAY_METRICS_PORT"}
-PENDING_ROUTES = {"/readyz", "/metrics"}
-KNOWN_VARS = {v.name for v in ENV_VARS} | {"GATEWAY_SOURCES"} | PENDING_VARS
+KNOWN_VARS = {v.name for v in ENV_VARS} | {"GATEWAY_SOURCES"}
 
 
 def known(name: str) -> bool:
@@ -37,7 +33,7 @@ def known(name: str) -> bool:
 
 
 def routes() -> set[str]:
-    return {r.path for r in create_app(Settings()).routes} | PENDING_ROUTES
+    return {r.path for r in create_app(Settings()).routes}
 
 
 def yaml_docs(path: Path) -> list[dict[str, Any]]:

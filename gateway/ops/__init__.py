@@ -1,2 +1,2 @@
-"""Operations: the background statistics writer and the maintenance leader (more of
-metrics, logs, tracing and readiness live here as they arrive)."""
+"""Operating the gateway: metrics, logs, readiness and drain, and background work
+(the fetch statistics writer, the maintenance leader)."""

@@ -16,6 +16,7 @@ from strawberry.extensions import (
 )
 from strawberry.types import ExecutionContext
 
+from gateway.ops.operations import OperationObserver
 from gateway.schema.errors import ErrorCodes
 from gateway.schema.query import Query
 
@@ -44,6 +45,7 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
         query=Query,
         extensions=[
             ErrorCodes,
+            OperationObserver,
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             lambda: QueryDepthLimiter(max_depth=MAX_QUERY_DEPTH),
             lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),

@@ -138,11 +138,17 @@ class Query:
             db_health = DependencyHealth(ok=False, latency_ms=None, error=exc.message)
         source_health: list[SourceHealth] = []
         open_count = 0
+        failing_count = 0  # sources whose last refresh failed
         for config in services.settings.sources:
             snap = services.breakers[config.id].snapshot()
+            stats = services.source_service.stats[config.id]
+            failing = stats.last_error_at is not None and (
+                stats.last_success_at is None or stats.last_error_at > stats.last_success_at
+            )
             if snap.state is not BreakerState.CLOSED:
                 open_count += 1
-            stats = services.source_service.stats[config.id]
+            if failing:
+                failing_count += 1
             last = stats.last_error
             source_health.append(
                 SourceHealth(
@@ -158,7 +164,7 @@ class Query:
             )
         if not db_health.ok and open_count == len(source_health):
             status = HealthStatus.DOWN
-        elif not db_health.ok or open_count:
+        elif not db_health.ok or open_count or failing_count:
             status = HealthStatus.DEGRADED
         else:
             status = HealthStatus.OK

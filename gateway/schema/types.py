@@ -39,9 +39,13 @@ FirstComments = Annotated[int, strawberry.argument(description=f"How many commen
 
 @strawberry.enum(description="Overall health of the gateway.")
 class HealthStatus(enum.Enum):
-    OK = strawberry.enum_value("OK", description="Database reachable and every circuit closed.")
+    OK = strawberry.enum_value(
+        "OK", description="Database reachable, every circuit closed, every source's last refresh succeeded."
+    )
     DEGRADED = strawberry.enum_value(
-        "DEGRADED", description="Serving, but the database is unreachable or some circuits are open."
+        "DEGRADED",
+        description="Serving, but the database is unreachable, some circuits are open, or some source's last "
+        "refresh failed.",
     )
     DOWN = strawberry.enum_value("DOWN", description="The database is unreachable and every circuit is open.")
 

@@ -23,6 +23,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 from gateway.errors import CircuitOpen, DeadlineExceeded, SourceError, SourceInternalError
 from gateway.outcomes import CachedFeed, SourceOutcome, SourceStatus, status_of
@@ -42,6 +43,11 @@ from gateway.sources.base import NormalizedArticle
 from gateway.store import articles as article_queries
 from gateway.store.db import Database
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+    from gateway.ops.metrics import Metrics
+
 log = logging.getLogger("gateway.service")
 
 READ_YOUR_WRITES_WAIT_S = 0.5  # article(id:) waits this long at most for pending cache writes
@@ -57,6 +63,8 @@ class SourceService:
     items: HNItems
     tasks: BackgroundTasks
     clock: Clock
+    metrics: Metrics | None = None
+    tracer: Tracer | None = None
     _resolves: SingleFlight[tuple[SourceStatus, CachedFeed]] = field(default_factory=SingleFlight, init=False)
 
     @property
@@ -83,6 +91,19 @@ class SourceService:
     async def fetch(self, source: SourceConfig, search: str | None, deadline: Deadline) -> SourceOutcome:
         """Articles of one source for one request, with an honest status. Never raises
         for upstream or database trouble: that is what the status is for."""
+        if self.tracer is None:
+            outcome = await self._fetch(source, search, deadline)
+        else:
+            with self.tracer.start_as_current_span("source fetch", attributes={"gateway.source.id": source.id}) as span:
+                outcome = await self._fetch(source, search, deadline)
+                span.set_attribute("gateway.source.status", outcome.status.value)
+                if outcome.error is not None:
+                    span.set_attribute("gateway.source.error", outcome.error.code)
+        if self.metrics is not None:
+            self.metrics.source_results.labels(source.id, outcome.status.value).inc()
+        return outcome
+
+    async def _fetch(self, source: SourceConfig, search: str | None, deadline: Deadline) -> SourceOutcome:
         key: FeedKey = (source.id, self.adapter(source).request_key(search))
         started = self.clock.monotonic()
         self.cache.note_read(key, search)

@@ -18,10 +18,12 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from opentelemetry.trace import SpanKind
 
 from gateway.errors import BadPayload, DeadlineExceeded, SourceError, UpstreamError, UpstreamTimeout
-from gateway.resilience.breaker import CircuitBreaker
+from gateway.resilience.breaker import BreakerState, CircuitBreaker
 from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.clock import Clock
 from gateway.resilience.deadline import Deadline
@@ -29,6 +31,11 @@ from gateway.resilience.retry import RetryBudget, retry_delay
 from gateway.settings import SourceConfig
 from gateway.sources.base import RequestSpec
 from gateway.upstream import UpstreamClient, UpstreamResponse
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
+    from gateway.ops.metrics import Metrics
 
 log = logging.getLogger("gateway.service")
 T = TypeVar("T")
@@ -77,13 +84,23 @@ class SourceClient:
         *,
         max_outbound: int,
         clock: Clock,
+        metrics: Metrics | None = None,
+        tracer: Tracer | None = None,
         recorder: FetchRecorder | None = None,
     ) -> None:
         self.http = http
         self.clock = clock
+        self.metrics = metrics
+        self.tracer = tracer
         self.recorder = recorder
         sources = tuple(sources)
-        self.breakers = {s.id: CircuitBreaker(s.id, s.breaker, clock=clock) for s in sources}
+        on_change = metrics.breaker_changed if metrics is not None else None
+        self.breakers = {
+            s.id: CircuitBreaker(s.id, s.breaker, clock=clock, on_state_change=on_change) for s in sources
+        }
+        if metrics is not None:
+            for s in sources:
+                metrics.breaker_changed(s.id, BreakerState.CLOSED, BreakerState.CLOSED)
         self.global_bulkhead = Bulkhead("global", max_outbound)
         self.bulkheads = {s.id: Bulkhead(s.id, s.max_concurrency) for s in sources}
         self.retry_budgets = {s.id: RetryBudget(clock) for s in sources}
@@ -101,6 +118,44 @@ class SourceClient:
     ) -> T:
         """GET ``spec`` and return ``await parse(response)`` (a 304 included). ``key``
         (the cache key) and ``count`` (items in a parse result) feed the statistics."""
+        started = self.clock.monotonic()
+        outcome = "ok"
+        try:
+            return await self._call(source, spec, budget, parse, key, count)
+        except SourceError as exc:
+            outcome = exc.code
+            raise
+        except BaseException:
+            outcome = "cancelled"
+            raise
+        finally:
+            if self.metrics is not None and outcome != "CIRCUIT_OPEN":  # no call was made
+                self.metrics.upstream(source.id, outcome, self.clock.monotonic() - started)
+
+    async def _send(self, source: SourceConfig, spec: RequestSpec, timeout_s: float) -> UpstreamResponse:
+        if self.tracer is None:
+            return await self.http.get(spec, timeout_s=timeout_s)
+        attributes = {"http.request.method": "GET", "url.full": spec.url, "gateway.source.id": source.id}
+        with self.tracer.start_as_current_span("GET", kind=SpanKind.CLIENT, attributes=attributes) as span:
+            try:
+                resp = await self.http.get(spec, timeout_s=timeout_s)
+            except SourceError as exc:
+                if exc.http_status is not None:
+                    span.set_attribute("http.response.status_code", exc.http_status)
+                span.set_attribute("error.type", exc.code)
+                raise
+            span.set_attribute("http.response.status_code", resp.status)
+            return resp
+
+    async def _call(
+        self,
+        source: SourceConfig,
+        spec: RequestSpec,
+        budget: Deadline,
+        parse: Callable[[UpstreamResponse], Awaitable[T]],
+        key: str,
+        count: Callable[[T], int] | None,
+    ) -> T:
         breaker = self.breakers[source.id]
         retries = self.retry_budgets[source.id]
         stats = self.stats[source.id]
@@ -126,7 +181,7 @@ class SourceClient:
                         timeout = min(source.timeout_s, budget.remaining())
                         capped = timeout < source.timeout_s
                         started, started_at = self.clock.monotonic(), self.clock.now()
-                        resp = await self.http.get(spec, timeout_s=max(timeout, MIN_WAIT_S))
+                        resp = await self._send(source, spec, max(timeout, MIN_WAIT_S))
                     async with asyncio.timeout(max(budget.remaining(), MIN_WAIT_S)):
                         result = await parse(resp)
                 except TimeoutError:  # parsing outlived the budget: our limit, not the upstream's fault

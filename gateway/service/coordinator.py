@@ -138,6 +138,7 @@ class RefreshCoordinator:
             row, acquired = await self._bids.load(key)
         except DatabaseUnavailable:
             return None, None
+        self.cache.count("postgres", row is not None)
         return (feed_of_row(cache_queries.row_of(row)) if row is not None else None), acquired
 
     async def _read_and_bid_many(self, keys: Sequence[FeedKey]) -> dict[FeedKey, Bid]:

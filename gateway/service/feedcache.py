@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from cachetools import LRUCache
@@ -23,6 +23,9 @@ from gateway.service.tasks import BackgroundTasks
 from gateway.sources.base import Validators
 from gateway.store import cache as cache_queries
 from gateway.store.db import Database
+
+if TYPE_CHECKING:
+    from gateway.ops.metrics import Metrics
 
 log = logging.getLogger("gateway.service")
 
@@ -37,17 +40,32 @@ def feed_of_row(row: cache_queries.CacheRow) -> CachedFeed:
 
 
 class FeedCache:
-    def __init__(self, db: Database | None, tasks: BackgroundTasks, *, capacity: int, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database | None,
+        tasks: BackgroundTasks,
+        *,
+        capacity: int,
+        clock: Clock,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.db = db
         self.tasks = tasks
         self.clock = clock
+        self.metrics = metrics
         self._memory: LRUCache[FeedKey, CachedFeed] = LRUCache(maxsize=capacity)
         #: Keys requests asked for since the last take_reads(): the search they came
         #: from and when (monotonic). Bounded like the memory cache.
         self._reads: dict[FeedKey, tuple[str | None, float]] = {}
 
     def get(self, key: FeedKey) -> CachedFeed | None:
-        return self._memory.get(key)
+        feed = self._memory.get(key)
+        self.count("memory", feed is not None)
+        return feed
+
+    def count(self, layer: str, hit: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.cache_operations.labels(layer, "hit" if hit else "miss").inc()
 
     def note_read(self, key: FeedKey, search: str | None) -> None:
         """A request asked for ``key``: the maintenance leader refreshes keys read
@@ -83,6 +101,7 @@ class FeedCache:
             )
         except DatabaseUnavailable:
             return None
+        self.count("postgres", row is not None)
         return feed_of_row(row) if row is not None else None
 
     def store(

@@ -13,16 +13,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import orjson
+from opentelemetry.trace import SpanKind
 
 from gateway.errors import DatabaseUnavailable
 from gateway.resilience.clock import Clock
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
 log = logging.getLogger("gateway.store")
 T = TypeVar("T")
+
+_DB_SPAN = {"db.system.name": "postgresql"}
 
 #: After a connection-level failure, skip the database for this long.
 DOWN_BACKOFF_S = 0.5
@@ -97,9 +103,12 @@ def _is_connection_error(exc: BaseException) -> bool:
 class Database:
     """A pool plus the bookkeeping operators and tests look at."""
 
-    def __init__(self, pool: asyncpg.Pool, *, command_timeout_s: float, clock: Clock) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, command_timeout_s: float, clock: Clock, tracer: Tracer | None = None
+    ) -> None:
         self.pool = pool
         self.clock = clock
+        self.tracer = tracer
         self.command_timeout_s = command_timeout_s
         self.queries = 0  # statements sent, counted by asyncpg's query logger
         self.query_log: list[str] | None = None  # set to [] to record statement texts (tests)
@@ -116,6 +125,7 @@ class Database:
         connect_timeout_s: float,
         command_timeout_s: float,
         clock: Clock,
+        tracer: Tracer | None = None,
         setup: Callable[[asyncpg.Connection], Awaitable[object]] | None = None,
         warm: Mapping[str, tuple[Any, ...]] | None = None,
     ) -> Database:
@@ -171,7 +181,7 @@ class Database:
             )
         except (OSError, asyncpg.PostgresError, asyncpg.exceptions.InterfaceError, TimeoutError) as exc:
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-        db = cls(pool, command_timeout_s=command_timeout_s, clock=clock)
+        db = cls(pool, command_timeout_s=command_timeout_s, clock=clock, tracer=tracer)
         return db
 
     async def close(self) -> None:
@@ -192,6 +202,12 @@ class Database:
         restarted) fails on first use, and the call is retried once on a fresh one."""
         if not self.available:
             raise DatabaseUnavailable("database unavailable")
+        if self.tracer is not None:
+            with self.tracer.start_as_current_span("postgresql", kind=SpanKind.CLIENT, attributes=_DB_SPAN):
+                return await self._run(fn, timeout_s)
+        return await self._run(fn, timeout_s)
+
+    async def _run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]], timeout_s: float | None) -> T:
         timeout = self.command_timeout_s if timeout_s is None else min(timeout_s, self.command_timeout_s)
         try:
             async with asyncio.timeout(timeout):
@@ -218,10 +234,14 @@ class Database:
                 raise DatabaseUnavailable("database unavailable") from exc
             raise
 
+    def reset_backoff(self) -> None:
+        """Forget a recent failure: health checks must notice recovery at once."""
+        self._down_until = 0.0
+
     async def ping(self, *, timeout_s: float = 1.0) -> float:
         """Round-trip ``SELECT 1``; returns the latency in ms. Ignores the back-off,
         so health checks notice recovery."""
-        self._down_until = 0.0
+        self.reset_backoff()
         started = self.clock.monotonic()
         await self.run(lambda conn: conn.fetchval("SELECT 1"), timeout_s=timeout_s)
         return (self.clock.monotonic() - started) * 1000
