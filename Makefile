@@ -19,12 +19,19 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## Start the offline demo upstream and the gateway (embedded Postgres, demo sources).
+## Either one failing (a port taken, say) stops the other: the gateway must not run
+## against a demo upstream that is not there.
+run: SHELL := /bin/bash
 run: install
 	@$(BIN)/gateway demo-upstream --port $(DEMO_PORT) & demo=$$!; \
-	trap 'kill $$demo 2>/dev/null; wait $$demo 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/gateway serve --host $(HOST) --port $(PORT) & gw=$$!; \
+	trap 'kill $$demo $$gw 2>/dev/null; wait $$demo $$gw 2>/dev/null' EXIT; \
+	trap 'exit 130' INT TERM; \
 	echo "demo upstream on http://127.0.0.1:$(DEMO_PORT) (pid $$demo)"; \
 	echo "open http://$(HOST):$(PORT)/graphql in a browser (GraphiQL); Ctrl-C stops both"; \
-	$(BIN)/gateway serve --host $(HOST) --port $(PORT)
+	wait -n $$demo $$gw; status=$$?; \
+	echo "make run: a process exited (status $$status); stopping the other" >&2; \
+	exit $$status
 
 ## Run the whole test suite (real Postgres, real HTTP on 127.0.0.1).
 test: install
@@ -35,6 +42,7 @@ bench: install
 	@status=0; \
 	$(BIN)/python -m tests.bench.bench_upstream $(BENCH_ARGS) || status=1; \
 	$(BIN)/python -m tests.bench.bench_feed_lag || status=1; \
+	$(BIN)/python -m tests.bench.bench_ops_warm $(BENCH_ARGS) || status=1; \
 	$(BIN)/python -m tests.bench.resilience $(BENCH_ARGS) || status=1; \
 	$(BIN)/python -m tests.bench.bench_edge $(BENCH_ARGS) || status=1; \
 	exit $$status

@@ -1,6 +1,7 @@
 """Everything with a process lifetime, built once in the app's lifespan and torn down
 there, in reverse order: database (embedded or not), LISTEN connection, HTTP client,
-the parser process, and the source service with its breakers and bulkheads."""
+the parser process, the fetch statistics writer, the source service with its breakers
+and bulkheads, and the maintenance round (one leader across processes)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway.ops.maintenance import Maintenance
 from gateway.ops.metrics import Metrics, cancel, sample_forever
+from gateway.ops.stats import StatsWriter
 from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.clock import Clock
 from gateway.service import SourceService
-from gateway.service.client import SourceClient
+from gateway.service.client import FetchRecorder, SourceClient
 from gateway.service.coordinator import RefreshCoordinator
 from gateway.service.feedcache import FeedCache
 from gateway.service.items import HNItems
@@ -53,6 +56,8 @@ class Services:
     tracer: Tracer | None
     started_mono: float
     _stack: AsyncExitStack
+    stats: StatsWriter | None = None
+    maintenance: Maintenance | None = None
 
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:
@@ -99,15 +104,34 @@ class Services:
                     await parser.start()
                 except Exception as exc:  # noqa: BLE001 - parsing still works; big feeds retry the pool
                     log.warning("the parser process did not start (%s); big feeds will start it on demand", exc)
-            service = build_source_service(settings, db, listener, http, parser, clock, metrics, tracer)
+            stats = StatsWriter(db, max_pending=settings.stats_queue_max)
+            stats.start()
+            stack.push_async_callback(stats.aclose)  # after the service: its last calls are flushed too
+            service = build_source_service(settings, db, listener, http, parser, clock, metrics, tracer, recorder=stats)
             stack.push_async_callback(service.aclose)
             sampler = asyncio.create_task(
                 sample_forever(metrics, clock, lambda: (db.pool.get_size(), db.pool.get_idle_size())),
                 name="gateway-metrics-sampler",
             )
             stack.push_async_callback(cancel, sampler)
+            # Every process shares its reads with the maintenance leader (refresh-ahead);
+            # only those with GATEWAY_MAINTENANCE on may become that leader.
+            maintenance = Maintenance(settings, url, db, service, clock=clock, lead=settings.maintenance)
+            maintenance.start()
+            stack.push_async_callback(maintenance.aclose)
             services = cls(
-                settings, db, listener, parser, service, clock, metrics, tracer, clock.monotonic(), stack.pop_all()
+                settings,
+                db,
+                listener,
+                parser,
+                service,
+                clock,
+                metrics,
+                tracer,
+                clock.monotonic(),
+                stack.pop_all(),
+                stats,
+                maintenance,
             )
         return services
 
@@ -127,12 +151,20 @@ def build_source_service(
     clock: Clock,
     metrics: Metrics | None = None,
     tracer: Tracer | None = None,
+    *,
+    recorder: FetchRecorder | None = None,
 ) -> SourceService:
     """The source path, wired bottom-up: each piece gets only what is below it."""
     tasks = BackgroundTasks()
     budget_s = settings.request_deadline_ms / 1000
     client = SourceClient(
-        http, settings.sources, max_outbound=settings.max_outbound, clock=clock, metrics=metrics, tracer=tracer
+        http,
+        settings.sources,
+        max_outbound=settings.max_outbound,
+        clock=clock,
+        metrics=metrics,
+        tracer=tracer,
+        recorder=recorder,
     )
     cache = FeedCache(db, tasks, capacity=settings.memory_cache_entries, clock=clock, metrics=metrics)
     items = HNItems(

@@ -35,6 +35,19 @@ DEFAULT_OFFLOOP_PARSE_BYTES = 256 * 1024
 #: Largest upstream body we accept; bigger ones are a BAD_PAYLOAD, not an OOM.
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_FIRST = 100  # the largest page a client may ask for
+MAX_STATS_WINDOW_MINUTES = 7 * 24 * 60  # the longest window SourceHealth.fetchStats looks back over
+#: Fetch statistics older than this many hours are trimmed by the maintenance leader.
+DEFAULT_STATS_RETENTION_H = 168
+#: Fetch records waiting for the statistics writer; more are dropped (and counted).
+DEFAULT_STATS_QUEUE_MAX = 10_000
+#: Whether this process takes part in maintenance (one leader does it, across replicas).
+DEFAULT_MAINTENANCE = True
+#: Seconds between maintenance rounds (refresh-ahead scans; reads shared with the leader).
+DEFAULT_MAINTENANCE_INTERVAL_S = 0.5
+#: Seconds between garbage collections of old cache rows, articles and statistics.
+DEFAULT_GC_INTERVAL_S = 60.0
+#: Keys read within this many seconds are refreshed ahead of their TTL.
+DEFAULT_REFRESH_AHEAD_WINDOW_S = 300
 #: After SIGTERM, keep serving (with /readyz at 503) this long before shutting down.
 DEFAULT_SHUTDOWN_DELAY_S = 0.0
 #: "auto": JSON lines when stderr is not a terminal, readable console lines when it is.
@@ -151,6 +164,12 @@ class Settings:
     memory_cache_entries: int = DEFAULT_MEMORY_CACHE_ENTRIES
     offloop_parse_bytes: int = DEFAULT_OFFLOOP_PARSE_BYTES
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    stats_retention_h: int = DEFAULT_STATS_RETENTION_H
+    stats_queue_max: int = DEFAULT_STATS_QUEUE_MAX
+    maintenance: bool = DEFAULT_MAINTENANCE
+    maintenance_interval_s: float = DEFAULT_MAINTENANCE_INTERVAL_S
+    gc_interval_s: float = DEFAULT_GC_INTERVAL_S
+    refresh_ahead_window_s: int = DEFAULT_REFRESH_AHEAD_WINDOW_S
     shutdown_delay_s: float = DEFAULT_SHUTDOWN_DELAY_S
     log_format: str = DEFAULT_LOG_FORMAT
     log_level: str = DEFAULT_LOG_LEVEL
@@ -195,6 +214,11 @@ class EnvVar:
             raise ConfigError(f"environment variable {self.name} must be one of {', '.join(self.choices)}, got {raw!r}")
         if self.kind in (str, Path):
             return self.kind(raw)
+        if self.kind is bool:
+            flag = _BOOLS.get(raw.strip().lower())
+            if flag is None:
+                raise ConfigError(f"environment variable {self.name} must be true or false, got {raw!r}")
+            return flag
         try:
             value = self.kind(raw)
         except ValueError:
@@ -203,6 +227,9 @@ class EnvVar:
         if value < self.minimum:
             raise ConfigError(f"environment variable {self.name} must be >= {self.minimum:g}, got {value}")
         return value
+
+
+_BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
 #: Every setting from the environment (besides GATEWAY_SOURCES), with its default.
@@ -219,6 +246,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("GATEWAY_MEMORY_CACHE_ENTRIES", "memory_cache_entries", DEFAULT_MEMORY_CACHE_ENTRIES),
     EnvVar("GATEWAY_OFFLOOP_PARSE_BYTES", "offloop_parse_bytes", DEFAULT_OFFLOOP_PARSE_BYTES, minimum=0),
     EnvVar("GATEWAY_MAX_UPSTREAM_BODY_BYTES", "max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+    EnvVar("GATEWAY_STATS_RETENTION_H", "stats_retention_h", DEFAULT_STATS_RETENTION_H),
+    EnvVar("GATEWAY_STATS_QUEUE_MAX", "stats_queue_max", DEFAULT_STATS_QUEUE_MAX),
+    EnvVar("GATEWAY_MAINTENANCE", "maintenance", DEFAULT_MAINTENANCE, bool),
+    EnvVar("GATEWAY_MAINTENANCE_INTERVAL_S", "maintenance_interval_s", DEFAULT_MAINTENANCE_INTERVAL_S, float, 0.01),
+    EnvVar("GATEWAY_GC_INTERVAL_S", "gc_interval_s", DEFAULT_GC_INTERVAL_S, float, 0.01),
+    EnvVar("GATEWAY_REFRESH_AHEAD_WINDOW_S", "refresh_ahead_window_s", DEFAULT_REFRESH_AHEAD_WINDOW_S),
     EnvVar("GATEWAY_SHUTDOWN_DELAY_S", "shutdown_delay_s", DEFAULT_SHUTDOWN_DELAY_S, float, 0),
     EnvVar("GATEWAY_LOG_FORMAT", "log_format", DEFAULT_LOG_FORMAT, str, choices=LOG_FORMATS),
     EnvVar("GATEWAY_LOG_LEVEL", "log_level", DEFAULT_LOG_LEVEL, str, choices=LOG_LEVELS),

@@ -1,1 +1,2 @@
-"""Operating the gateway: metrics, logs, readiness and drain, and background work."""
+"""Operating the gateway: metrics, logs, readiness and drain, and background work
+(the fetch statistics writer, the maintenance leader)."""

@@ -9,7 +9,7 @@ values (same attribute names), so a page of articles costs no copying.
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import strawberry
@@ -20,8 +20,9 @@ from gateway.errors import SourceError as DomainSourceError
 from gateway.outcomes import SourceOutcome, SourceStatus
 from gateway.paging import encode_cursor
 from gateway.resilience.breaker import BreakerSnapshot, BreakerState
-from gateway.settings import MAX_FIRST, SourceConfig, SourceKind
+from gateway.settings import MAX_FIRST, MAX_STATS_WINDOW_MINUTES, SourceConfig, SourceKind
 from gateway.sources.base import HNItem, NormalizedArticle
+from gateway.store import stats as stats_queries
 
 Info = strawberry.Info[GatewayContext, None]
 
@@ -268,6 +269,53 @@ class SourceHealth:
     upstream_calls: int = strawberry.field(description="Upstream HTTP calls made by this process (retries included).")
     not_modified: int = strawberry.field(description="Conditional calls the upstream answered 304 Not Modified.")
     dropped_items: int = strawberry.field(description="Unusable items dropped by this process so far.")
+
+    @strawberry.field(
+        description="Upstream calls to this source in the last `windowMinutes`, by every process and replica "
+        "(from the fetch statistics, written a second or so behind the calls)."
+    )
+    async def fetch_stats(
+        self,
+        info: Info,
+        window_minutes: Annotated[
+            int | None,
+            strawberry.argument(description=f"How far back to look, 1 to {MAX_STATS_WINDOW_MINUTES} minutes (null: 60)."),
+        ] = 60,
+    ) -> FetchStats:
+        if window_minutes is None:
+            window_minutes = 60
+        if not 1 <= window_minutes <= MAX_STATS_WINDOW_MINUTES:
+            raise BadUserInput(f"`windowMinutes` must be 1 to {MAX_STATS_WINDOW_MINUTES}, got {window_minutes}")
+        services = info.context.services
+        since = services.clock.now() - timedelta(minutes=window_minutes)
+        source_id = self.source.id
+        window = await services.db.run(
+            lambda conn: stats_queries.window(conn, str(source_id), since),
+            timeout_s=max(info.context.deadline.remaining(), 0.05),
+        )
+        return FetchStats(
+            calls=window.calls,
+            failures=window.failures,
+            p50_ms=_rounded(window.p50_ms),
+            p95_ms=_rounded(window.p95_ms),
+            p99_ms=_rounded(window.p99_ms),
+        )
+
+
+@strawberry.type(description="Upstream calls to one source over a window of time, across every process.")
+class FetchStats:
+    calls: int = strawberry.field(description="Calls sent to the upstream (each retry counts).")
+    failures: int = strawberry.field(
+        description="Calls that did not end in a usable answer (2xx or 304): upstream errors, timeouts, bad "
+        "payloads, and calls our own deadline cut short."
+    )
+    p50_ms: float | None = strawberry.field(description="Median call duration in ms (parse included); null: no calls.")
+    p95_ms: float | None = strawberry.field(description="95th percentile of the call duration in ms; null: no calls.")
+    p99_ms: float | None = strawberry.field(description="99th percentile of the call duration in ms; null: no calls.")
+
+
+def _rounded(ms: float | None) -> float | None:
+    return round(ms, 2) if ms is not None else None
 
 
 @strawberry.type(description="Health of the gateway process.")

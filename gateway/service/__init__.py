@@ -106,6 +106,7 @@ class SourceService:
     async def _fetch(self, source: SourceConfig, search: str | None, deadline: Deadline) -> SourceOutcome:
         key: FeedKey = (source.id, self.adapter(source).request_key(search))
         started = self.clock.monotonic()
+        self.cache.note_read(key, search)
         entry = self.cache.get(key)
         if entry is not None:
             age = self.cache.age(entry)
@@ -172,6 +173,19 @@ class SourceService:
                 self.coordinator.start(key, source, fetch, entry)
                 return SourceStatus.STALE, entry
         return SourceStatus.FRESH, await self.coordinator.refresh(key, source, fetch, entry, lease)
+
+    async def refresh_ahead(self, source: SourceConfig, search: str | None, *, due_age_s: float) -> bool:
+        """Refresh (``source``, ``search``) before it expires, if its newest copy (here
+        or in Postgres) is at least ``due_age_s`` old: through the coordinator, so one
+        call per key across every process (a refresh in flight anywhere is joined, not
+        repeated). True when a new copy came; raises the SourceError that ended it."""
+        key: FeedKey = (source.id, self.adapter(source).request_key(search))
+        entry = self.cache.adopt(key, await self.cache.read(*key))
+        if entry is not None and self.cache.age(entry) < due_age_s:
+            return False  # somebody refreshed it meanwhile
+        fetch = partial(self.refresher.fetch, source, search, entry)
+        await self.coordinator.refresh(key, source, fetch, entry)
+        return True
 
     # -- Hacker News items and articles by id -----------------------------------
     async def hn_items(self, source: SourceConfig, ids: Sequence[int], deadline: Deadline) -> dict[int, ItemResult]:

@@ -5,6 +5,10 @@ parse, all within the caller's budget.
 An unusable body (``BadPayload`` from ``parse``) counts against the breaker like a
 failed call. Our own rejections (an open breaker, a full bulkhead, our deadline cutting
 a call or a parse short, a caller going away) never do.
+
+Every attempt that reached the upstream ends in one ``recorder.record(...)`` (the fetch
+statistics, :class:`gateway.ops.stats.StatsWriter`): calls we refused ourselves before
+sending (open breaker, full bulkhead, no budget left) are not upstream fetches.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from opentelemetry.trace import SpanKind
 
@@ -38,6 +42,22 @@ T = TypeVar("T")
 
 #: The shortest timeout handed to an I/O wait (asyncio.timeout(0) would not wait at all).
 MIN_WAIT_S = 0.001
+
+
+class FetchRecorder(Protocol):
+    """Where each upstream attempt's statistics go; must never block or raise."""
+
+    def record(
+        self,
+        source_id: str,
+        key: str,
+        started_at: datetime,
+        duration_ms: float,
+        outcome: str,
+        http_status: int | None,
+        size: int,
+        items: int,
+    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -66,11 +86,13 @@ class SourceClient:
         clock: Clock,
         metrics: Metrics | None = None,
         tracer: Tracer | None = None,
+        recorder: FetchRecorder | None = None,
     ) -> None:
         self.http = http
         self.clock = clock
         self.metrics = metrics
         self.tracer = tracer
+        self.recorder = recorder
         sources = tuple(sources)
         on_change = metrics.breaker_changed if metrics is not None else None
         self.breakers = {
@@ -90,12 +112,16 @@ class SourceClient:
         spec: RequestSpec,
         budget: Deadline,
         parse: Callable[[UpstreamResponse], Awaitable[T]],
+        *,
+        key: str = "",
+        count: Callable[[T], int] | None = None,
     ) -> T:
-        """GET ``spec`` and return ``await parse(response)`` (a 304 included)."""
+        """GET ``spec`` and return ``await parse(response)`` (a 304 included). ``key``
+        (the cache key) and ``count`` (items in a parse result) feed the statistics."""
         started = self.clock.monotonic()
         outcome = "ok"
         try:
-            return await self._call(source, spec, budget, parse)
+            return await self._call(source, spec, budget, parse, key, count)
         except SourceError as exc:
             outcome = exc.code
             raise
@@ -127,6 +153,8 @@ class SourceClient:
         spec: RequestSpec,
         budget: Deadline,
         parse: Callable[[UpstreamResponse], Awaitable[T]],
+        key: str,
+        count: Callable[[T], int] | None,
     ) -> T:
         breaker = self.breakers[source.id]
         retries = self.retry_budgets[source.id]
@@ -138,45 +166,80 @@ class SourceClient:
                 raise DeadlineExceeded(f"{source.id}: request deadline reached before calling the upstream")
             permit = breaker.acquire()  # CircuitOpen propagates: never retry into an open breaker
             capped = False
+            started: float | None = None  # set once the attempt is sent: then it is recorded
+            started_at: datetime | None = None
+            resp: UpstreamResponse | None = None
             try:
-                async with self.global_bulkhead.slot(timeout_s=remaining), self.bulkheads[source.id].slot(
-                    timeout_s=remaining
-                ):
-                    stats.upstream_calls += 1
-                    retries.record_call()
-                    # After the bulkhead wait: what is left of our budget may be less
-                    # than the source's timeout, and then a timeout is ours, not theirs.
-                    timeout = min(source.timeout_s, budget.remaining())
-                    capped = timeout < source.timeout_s
-                    resp = await self._send(source, spec, max(timeout, MIN_WAIT_S))
-                async with asyncio.timeout(max(budget.remaining(), MIN_WAIT_S)):
-                    result = await parse(resp)
-            except TimeoutError:  # parsing outlived the budget: our limit, not the upstream's fault
-                breaker.ignore(permit)
-                raise DeadlineExceeded(f"{source.id}: parsing the answer outlived the request deadline") from None
-            except UpstreamTimeout:
-                if capped:  # we cut the call short for our own deadline: not the upstream's fault
+                try:
+                    async with self.global_bulkhead.slot(timeout_s=remaining), self.bulkheads[source.id].slot(
+                        timeout_s=remaining
+                    ):
+                        stats.upstream_calls += 1
+                        retries.record_call()
+                        # After the bulkhead wait: what is left of our budget may be less
+                        # than the source's timeout, and then a timeout is ours, not theirs.
+                        timeout = min(source.timeout_s, budget.remaining())
+                        capped = timeout < source.timeout_s
+                        started, started_at = self.clock.monotonic(), self.clock.now()
+                        resp = await self._send(source, spec, max(timeout, MIN_WAIT_S))
+                    async with asyncio.timeout(max(budget.remaining(), MIN_WAIT_S)):
+                        result = await parse(resp)
+                except TimeoutError:  # parsing outlived the budget: our limit, not the upstream's fault
                     breaker.ignore(permit)
-                    raise DeadlineExceeded(
-                        f"{source.id}: request deadline reached while waiting for the upstream"
-                    ) from None
-                breaker.failure(permit)
-                raise
-            except BadPayload:
-                breaker.failure(permit)
-                raise
-            except UpstreamError as exc:
-                breaker.failure(permit)
-                delay = retry_delay(exc, attempt, budget.remaining())
-                if delay is None or not retries.try_spend():
+                    raise DeadlineExceeded(f"{source.id}: parsing the answer outlived the request deadline") from None
+                except UpstreamTimeout:
+                    if capped:  # we cut the call short for our own deadline: not the upstream's fault
+                        breaker.ignore(permit)
+                        raise DeadlineExceeded(
+                            f"{source.id}: request deadline reached while waiting for the upstream"
+                        ) from None
+                    breaker.failure(permit)
                     raise
-                stats.retries += 1
-                log.info("retrying %s in %.2f s after %s (attempt %d)", source.id, delay, exc.code, attempt + 1)
-                await asyncio.sleep(delay)
-                attempt += 1
-                continue
-            except BaseException:  # BulkheadFull, cancellation, bugs: say nothing about the upstream
-                breaker.ignore(permit)
+                except BadPayload:
+                    breaker.failure(permit)
+                    raise
+                except UpstreamError as exc:
+                    breaker.failure(permit)
+                    delay = retry_delay(exc, attempt, budget.remaining())
+                    if delay is None or not retries.try_spend():
+                        raise
+                    self._record(source, key, started, started_at, exc, resp)
+                    stats.retries += 1
+                    log.info("retrying %s in %.2f s after %s (attempt %d)", source.id, delay, exc.code, attempt + 1)
+                    await asyncio.sleep(delay)
+                    attempt += 1
+                    continue
+                except BaseException:  # BulkheadFull, cancellation, bugs: say nothing about the upstream
+                    breaker.ignore(permit)
+                    raise
+            except BaseException as exc:
+                self._record(source, key, started, started_at, exc, resp)
                 raise
             breaker.success(permit)
+            self._record(source, key, started, started_at, None, resp, count(result) if count else 0)
             return result
+
+    def _record(
+        self,
+        source: SourceConfig,
+        key: str,
+        started: float | None,
+        started_at: datetime | None,
+        exc: BaseException | None,
+        resp: UpstreamResponse | None,
+        items: int = 0,
+    ) -> None:
+        if self.recorder is None or started is None or started_at is None:
+            return  # not sent: nothing to say about the upstream
+        if exc is None:
+            outcome = "NOT_MODIFIED" if resp is not None and resp.not_modified else "OK"
+        elif isinstance(exc, SourceError):
+            outcome = exc.code
+        elif isinstance(exc, asyncio.CancelledError):
+            outcome = "CANCELLED"
+        else:
+            outcome = "INTERNAL"
+        status = resp.status if resp is not None else getattr(exc, "http_status", None)
+        size = len(resp.content) if resp is not None else 0
+        duration_ms = (self.clock.monotonic() - started) * 1000
+        self.recorder.record(source.id, key, started_at, duration_ms, outcome, status, size, items)

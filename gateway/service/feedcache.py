@@ -54,6 +54,9 @@ class FeedCache:
         self.clock = clock
         self.metrics = metrics
         self._memory: LRUCache[FeedKey, CachedFeed] = LRUCache(maxsize=capacity)
+        #: Keys requests asked for since the last take_reads(): the search they came
+        #: from and when (monotonic). Bounded like the memory cache.
+        self._reads: dict[FeedKey, tuple[str | None, float]] = {}
 
     def get(self, key: FeedKey) -> CachedFeed | None:
         feed = self._memory.get(key)
@@ -63,6 +66,18 @@ class FeedCache:
     def count(self, layer: str, hit: bool) -> None:
         if self.metrics is not None:
             self.metrics.cache_operations.labels(layer, "hit" if hit else "miss").inc()
+
+    def note_read(self, key: FeedKey, search: str | None) -> None:
+        """A request asked for ``key``: the maintenance leader refreshes keys read
+        lately ahead of their expiry (see gateway/ops/maintenance.py)."""
+        reads = self._reads
+        if key in reads or len(reads) < self._memory.maxsize:
+            reads[key] = (search, self.clock.monotonic())
+
+    def take_reads(self) -> dict[FeedKey, tuple[str | None, float]]:
+        """The reads noted since the last call (and forget them)."""
+        reads, self._reads = self._reads, {}
+        return reads
 
     def age(self, feed: CachedFeed) -> float:
         return max(0.0, (self.clock.now() - feed.fetched_at).total_seconds())

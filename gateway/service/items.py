@@ -134,6 +134,13 @@ class HNItems:
         async def parse(resp: UpstreamResponse) -> HNItem | None:
             return parse_item(resp.content)
 
-        item = await self.client.call(source, adapter.item_request(source, item_id), budget, parse)
+        item = await self.client.call(
+            source,
+            adapter.item_request(source, item_id),
+            budget,
+            parse,
+            key=f"{ITEM_KEY_PREFIX}{item_id}",
+            count=lambda found: int(found is not None),
+        )
         self._memory[(source.id, item_id)] = _CachedItem(item, self.clock.monotonic())
         return item

@@ -59,7 +59,9 @@ class Refresher:
             parsed = await self.parser.run(parse_body, resp.content, source.kind, source.id, source.page_size)
             return parsed, Validators.of(resp.headers)
 
-        answer = await self.client.call(source, spec, budget, parse)
+        answer = await self.client.call(
+            source, spec, budget, parse, key=adapter.request_key(search), count=_items_in
+        )
         now = self.clock.now()
         if answer is None:
             if entry is None:
@@ -74,3 +76,11 @@ class Refresher:
         stats.dropped_rows += parsed.dropped
         stats.last_success_at = now
         return CachedFeed.build(parsed.articles, parsed.dropped, now, validators)
+
+
+def _items_in(answer: _Answer) -> int:
+    """Items an answer brought, for the fetch statistics (story ids for an HN list)."""
+    if answer is None:
+        return 0
+    parsed = answer[0]
+    return len(parsed.ids) if isinstance(parsed, StoryIds) else len(parsed.articles)

@@ -21,7 +21,11 @@ STAMPEDE_P50_MS = 330.0
 STAMPEDE_P99_MS = 400.0
 SUSTAINED_CLIENTS = 100
 SUSTAINED_WINDOW_S = 10
-SUSTAINED_MAX_PER_WINDOW = 3
+# Two calls per source per TTL-long window: refresh-ahead (gateway/ops/maintenance.py)
+# renews a hot key shortly before it expires, so one window can hold the call that
+# filled the key and the one that renewed it (about 1.1 calls per TTL). Refreshes
+# not shared across workers would still show: 3 per source per window with 3 workers.
+SUSTAINED_MAX_PER_WINDOW = 6
 FAULTS_CLIENTS = 200
 FAULTS_P99_MS = DEADLINE_MS + 50.0
 #: Requests whose only slow source hangs end within its timeout plus this (issue 8).
