@@ -7,15 +7,9 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import (
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
-)
 from strawberry.types import ExecutionContext
 
+from gateway.documents import DOCUMENT_CACHE_SIZE, CachedDocuments, DocumentCache, limit_rules
 from gateway.schema.errors import ErrorCodes
 from gateway.schema.query import Query
 
@@ -23,15 +17,15 @@ log = logging.getLogger("gateway.graphql")
 
 
 class GatewaySchema(strawberry.Schema):
+    #: Parsed and validated documents by text (see :mod:`gateway.documents`).
+    documents: DocumentCache
+
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         # Strawberry logs every error with a traceback by default. Client mistakes and
         # upstream trouble are not ours to page about; ErrorCodes logs the real bugs.
         return None
 
 
-#: Distinct documents whose parse and validation results are kept. Frontends send
-#: the same few queries over and over; validation is most of graphql-core's cost.
-DOCUMENT_CACHE_SIZE = 1024
 # Cost limits: each alias of `articles` with a new search is an upstream call, and
 # each level of `replies` a batch of them. Generous for real UIs, fatal for abuse.
 MAX_QUERY_DEPTH = 12
@@ -39,21 +33,17 @@ MAX_ALIASES = 30
 MAX_TOKENS = 2000
 
 
-def build_schema(**kwargs: Any) -> strawberry.Schema:
-    return GatewaySchema(
+def build_schema(**kwargs: Any) -> GatewaySchema:
+    documents = DocumentCache(DOCUMENT_CACHE_SIZE)
+    # Built once: a stable rule set is what lets a validated document stay validated.
+    rules = limit_rules(max_depth=MAX_QUERY_DEPTH, max_aliases=MAX_ALIASES)
+    schema = GatewaySchema(
         query=Query,
-        extensions=[
-            ErrorCodes,
-            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-            lambda: QueryDepthLimiter(max_depth=MAX_QUERY_DEPTH),
-            lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-            # Factories: strawberry builds extensions per request; these two keep
-            # their LRU at module level (keyed by size), shared across requests.
-            lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),
-            lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
-        ],
+        extensions=[ErrorCodes, lambda: CachedDocuments(documents, rules, MAX_TOKENS)],
         **kwargs,
     )
+    schema.documents = documents
+    return schema
 
 
 def export_sdl() -> str:
