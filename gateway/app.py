@@ -19,11 +19,12 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
-from gateway.coalesce import ARRIVED_KEY, CoalesceIdentical
+from gateway.coalesce import ARRIVED_KEY, DEFAULT_MAX_BODY_BYTES, CoalesceIdentical
 from gateway.context import GatewayContext, build_context
 from gateway.errors import GatewayError
 from gateway.graphiql import graphiql_html, graphiql_routes
-from gateway.resilience.clock import Clock
+from gateway.resilience.clock import Clock, SystemClock
+from gateway.respcache import READS_KEY, ResponseCache, ResponseCacheMiddleware
 from gateway.schema import build_schema
 from gateway.schema.errors import classify
 from gateway.services import Services
@@ -38,7 +39,8 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> GatewayContext:
         services: Services = request.state.services
         return build_context(
-            services, request_id=request.headers.get("x-request-id"), arrived=request.scope.get(ARRIVED_KEY)
+            services, request_id=request.headers.get("x-request-id"), arrived=request.scope.get(ARRIVED_KEY),
+            reads=request.scope.get(READS_KEY),
         )
 
     def encode_json(self, data: object) -> bytes:
@@ -54,7 +56,11 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
         if result.errors:
             request_id = request.headers.get("x-request-id")
             result.errors = [e if (e.extensions or {}).get("code") else classify(e, request_id) for e in result.errors]
-        return await super().process_result(request, result)
+        processed = await super().process_result(request, result)
+        reads = request.scope.get(READS_KEY)
+        if reads is not None:
+            reads.produced(processed)  # the response cache keeps what is encoded
+        return processed
 
 
 def create_app(
@@ -65,6 +71,10 @@ def create_app(
 ) -> Starlette:
     """Build the gateway. ``transport`` swaps the upstream network (tests); ``clock``
     swaps time for breakers and caches."""
+    clock = clock or SystemClock()
+    response_cache = ResponseCache(
+        ttl_ms=settings.response_cache_ttl_ms, max_mb=settings.response_cache_mb, clock=clock
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -76,6 +86,9 @@ def create_app(
             log.error("gateway failed to start: %s", exc.message)
             raise
         app.state.services = services  # for tests and operators' tooling
+        app.state.response_cache = response_cache
+        listener = services.source_service.listener
+        unsubscribe = listener.subscribe(response_cache.invalidate) if listener is not None else None
         # What startup built (modules, the schema, pools) lives as long as the process:
         # keep it out of the cyclic GC, whose full collections otherwise walk it all
         # (~10 ms with the loop held, at a moment no request chooses).
@@ -87,6 +100,8 @@ def create_app(
         try:
             yield {"services": services}
         finally:
+            if unsubscribe is not None:
+                unsubscribe()
             gc.unfreeze()  # several apps in one process (tests): let this one's go
             await services.aclose()
 
@@ -102,7 +117,13 @@ def create_app(
         routes=[
             Route("/", root),
             Route("/livez", livez),
-            Route("/graphql", CoalesceIdentical(graphql_app), methods=["GET", "POST"]),
+            Route(
+                "/graphql",
+                ResponseCacheMiddleware(
+                    CoalesceIdentical(graphql_app), response_cache, max_body_bytes=DEFAULT_MAX_BODY_BYTES
+                ),
+                methods=["GET", "POST"],
+            ),
             *graphiql_routes(),
         ],
         lifespan=lifespan,

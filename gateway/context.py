@@ -10,6 +10,8 @@ from gateway.loaders import Loaders
 from gateway.resilience.deadline import Deadline
 
 if TYPE_CHECKING:
+    from gateway.documents import CachedDocument
+    from gateway.respcache import ReadLog
     from gateway.services import Services
 
 
@@ -19,14 +21,26 @@ class GatewayContext:
     loaders: Loaders
     deadline: Deadline
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: What this answer read (source keys, freshness, ages), for the response cache
+    #: and Cache-Control; None when nothing records it.
+    reads: ReadLog | None = None
+    #: The parsed document's cache entry (see :mod:`gateway.documents`).
+    document: CachedDocument | None = None
+
+    def mark_volatile(self) -> None:
+        """This answer shows live process state (health, breakers): never cache it."""
+        if self.reads is not None:
+            self.reads.volatile = True
 
 
-def build_context(services: Services, *, request_id: str | None = None, arrived: float | None = None) -> GatewayContext:
+def build_context(
+    services: Services, *, request_id: str | None = None, arrived: float | None = None, reads: ReadLog | None = None
+) -> GatewayContext:
     """``arrived`` (monotonic) starts the deadline when the request reached us, not
     when the GraphQL layer got to it: time queued counts too."""
     budget_s = services.settings.request_deadline_ms / 1000
     deadline = Deadline(arrived + budget_s) if arrived is not None else Deadline.after(budget_s)
-    ctx = GatewayContext(services, Loaders.create(services.source_service, deadline), deadline)
+    ctx = GatewayContext(services, Loaders.create(services.source_service, deadline, reads), deadline, reads=reads)
     if request_id:
         ctx.request_id = request_id
     return ctx

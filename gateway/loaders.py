@@ -12,6 +12,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiodataloader import DataLoader
 
@@ -21,6 +22,9 @@ from gateway.resilience.deadline import Deadline
 from gateway.service import SourceService
 from gateway.settings import SourceConfig
 from gateway.sources.base import HNItem, NormalizedArticle
+
+if TYPE_CHECKING:
+    from gateway.respcache import ReadLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,20 +39,25 @@ class FeedLoader(DataLoader[FeedKey, SourceOutcome]):
     """Source outcomes by (source, search): one upstream request per distinct key per
     request, however deeply the query nests ``articles``."""
 
-    def __init__(self, service: SourceService, deadline: Deadline) -> None:
+    def __init__(self, service: SourceService, deadline: Deadline, reads: ReadLog | None = None) -> None:
         super().__init__()
         self._service = service
         self._deadline = deadline
+        self._reads = reads
 
     async def batch_load_fn(self, keys: Sequence[FeedKey]) -> list[SourceOutcome]:
         settings = self._service.settings
+        reads = self._reads
 
         async def one(key: FeedKey) -> SourceOutcome:
             source = settings.source(key.source_id)
             if source is None:  # removed from the sources file since an article was cached
                 removed = SourceConfig(id=key.source_id, name=key.source_id, kind="feed", url="http://removed.invalid/")
                 return SourceOutcome(removed, SourceStatus.SKIPPED, error=SourceError("source no longer configured", code="UNKNOWN_SOURCE"))
-            return await self._service.fetch(source, key.search, self._deadline)
+            outcome = await self._service.fetch(source, key.search, self._deadline)
+            if reads is not None:
+                reads.outcome(outcome, self._service.adapter(source).request_key(key.search))
+            return outcome
 
         return list(await asyncio.gather(*(one(k) for k in keys)))
 
@@ -56,16 +65,19 @@ class FeedLoader(DataLoader[FeedKey, SourceOutcome]):
 class ArticleLoader(DataLoader[str, "NormalizedArticle | None"]):
     """Articles by id from Postgres: one ``WHERE id = ANY($1)`` per batch."""
 
-    def __init__(self, service: SourceService, deadline: Deadline) -> None:
+    def __init__(self, service: SourceService, deadline: Deadline, reads: ReadLog | None = None) -> None:
         super().__init__()
         self._service = service
         self._deadline = deadline
+        self._reads = reads
 
     async def batch_load_fn(self, keys: Sequence[str]) -> list[NormalizedArticle | None | Exception]:
         try:
             found = await self._service.articles_by_id(keys, self._deadline)
         except DatabaseUnavailable as exc:
             return [exc for _ in keys]
+        if self._reads is not None:
+            self._reads.articles(found.values())
         return [found.get(k) for k in keys]
 
 
@@ -73,12 +85,15 @@ class HNItemLoader(DataLoader[tuple[str, int], "HNItem | None"]):
     """Hacker News items by (source id, item id). A comment tree loads one level per
     batch; each item is fetched at most once per request (and per TTL across them)."""
 
-    def __init__(self, service: SourceService, deadline: Deadline) -> None:
+    def __init__(self, service: SourceService, deadline: Deadline, reads: ReadLog | None = None) -> None:
         super().__init__()
         self._service = service
         self._deadline = deadline
+        self._reads = reads
 
     async def batch_load_fn(self, keys: Sequence[tuple[str, int]]) -> list[HNItem | None]:
+        if self._reads is not None:
+            self._reads.items(keys)
         by_source: dict[str, list[int]] = defaultdict(list)
         for source_id, item_id in keys:
             by_source[source_id].append(item_id)
@@ -108,5 +123,8 @@ class Loaders:
     hn_items: HNItemLoader
 
     @classmethod
-    def create(cls, service: SourceService, deadline: Deadline) -> Loaders:
-        return cls(FeedLoader(service, deadline), ArticleLoader(service, deadline), HNItemLoader(service, deadline))
+    def create(cls, service: SourceService, deadline: Deadline, reads: ReadLog | None = None) -> Loaders:
+        return cls(
+            FeedLoader(service, deadline, reads), ArticleLoader(service, deadline, reads),
+            HNItemLoader(service, deadline, reads),
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from gateway.errors import SourceError
 from gateway.settings import SourceConfig
@@ -34,5 +35,6 @@ class SourceOutcome:
     error: SourceError | None = None
     latency_ms: int | None = None
     age_s: int | None = None
+    fetched_at: datetime | None = None  # when the data served was fetched (None: no data)
     dropped: int = 0
     extra: dict[str, object] = field(default_factory=dict)

@@ -510,6 +510,7 @@ class SourceService:
             latency_ms=_ms_since(started),
             age_s=int(self._age(entry)),
             dropped=entry.dropped,
+            fetched_at=entry.fetched_at,
         )
         if status is SourceStatus.STALE and self.breakers[source.id].state is not BreakerState.CLOSED:
             outcome.error = CircuitOpen(f"{source.id}: circuit {self.breakers[source.id].state.value.lower()}")

@@ -32,6 +32,10 @@ DEFAULT_OFFLOOP_PARSE_BYTES = 256 * 1024
 #: Largest upstream body we accept; bigger ones are a BAD_PAYLOAD, not an OOM.
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_FIRST = 100  # the largest page a client may ask for
+DEFAULT_RESPONSE_CACHE_TTL_MS = 1000  # longest life of an answer in the response cache; 0: off
+DEFAULT_RESPONSE_CACHE_MB = 64  # memory the response cache may use
+DEFAULT_PERSISTED_ONLY = False  # refuse documents that are not persisted (trusted or APQ)
+DEFAULT_PERSISTED_MAX = 10_000  # persisted documents kept in Postgres (APQ registrations beyond are refused)
 
 # --- per-source defaults ---------------------------------------------------
 DEFAULT_SOURCE_TIMEOUT_MS = 2000
@@ -105,6 +109,10 @@ class Settings:
     memory_cache_entries: int = DEFAULT_MEMORY_CACHE_ENTRIES
     offloop_parse_bytes: int = DEFAULT_OFFLOOP_PARSE_BYTES
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    response_cache_ttl_ms: int = DEFAULT_RESPONSE_CACHE_TTL_MS
+    response_cache_mb: int = DEFAULT_RESPONSE_CACHE_MB
+    persisted_only: bool = DEFAULT_PERSISTED_ONLY
+    persisted_max: int = DEFAULT_PERSISTED_MAX
 
     def source(self, source_id: str) -> SourceConfig | None:
         for s in self.sources:
@@ -132,6 +140,12 @@ class Settings:
             max_outbound=_env_int(env, "GATEWAY_MAX_OUTBOUND", DEFAULT_MAX_OUTBOUND),
             db_pool_min=_env_int(env, "GATEWAY_DB_POOL_MIN", DEFAULT_DB_POOL_MIN, minimum=0),
             db_pool_max=_env_int(env, "GATEWAY_DB_POOL_MAX", DEFAULT_DB_POOL_MAX),
+            response_cache_ttl_ms=_env_int(
+                env, "GATEWAY_RESPONSE_CACHE_TTL_MS", DEFAULT_RESPONSE_CACHE_TTL_MS, minimum=0
+            ),
+            response_cache_mb=_env_int(env, "GATEWAY_RESPONSE_CACHE_MB", DEFAULT_RESPONSE_CACHE_MB),
+            persisted_only=_env_bool(env, "GATEWAY_PERSISTED_ONLY", DEFAULT_PERSISTED_ONLY),
+            persisted_max=_env_int(env, "GATEWAY_PERSISTED_MAX", DEFAULT_PERSISTED_MAX),
         )
 
 
@@ -146,6 +160,18 @@ def _env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 
     if value < minimum:
         raise ConfigError(f"environment variable {name} must be >= {minimum}, got {value}")
     return value
+
+
+def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"environment variable {name} must be true or false, got {raw!r}")
 
 
 # --- sources file -----------------------------------------------------------

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 
 import asyncpg
 
@@ -24,6 +25,7 @@ class CacheListener:
         self._url = url
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
+        self._subscribers: list[Callable[[str | None], None]] = []
         self.connected = asyncio.Event()
 
     def start(self) -> None:
@@ -50,9 +52,19 @@ class CacheListener:
                 if not waiters:
                     del self._waiters[name]
 
+    def subscribe(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
+        """Call ``callback(payload)`` ("source_id|request_key") for every cache write
+        announced, by any process, and ``callback(None)`` on each (re)connect: anything
+        may have been missed meanwhile. Runs on the loop: keep it short. Returns the
+        unsubscribe function."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
     def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
         for event in self._waiters.get(payload, ()):
             event.set()
+        for callback in self._subscribers:
+            callback(payload)
 
     async def _run(self) -> None:
         delay = RECONNECT_MIN_S
@@ -69,6 +81,8 @@ class CacheListener:
                 for events in list(self._waiters.values()):
                     for event in events:
                         event.set()
+                for callback in list(self._subscribers):
+                    callback(None)
                 while not lost.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), timeout=10)
