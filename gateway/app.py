@@ -23,6 +23,7 @@ from gateway.coalesce import ARRIVED_KEY, DEFAULT_MAX_BODY_BYTES, CoalesceIdenti
 from gateway.context import GatewayContext, build_context
 from gateway.errors import GatewayError
 from gateway.graphiql import graphiql_html, graphiql_routes
+from gateway.persisted import PersistedDocuments, PersistedDocumentsMiddleware
 from gateway.resilience.clock import Clock, SystemClock
 from gateway.respcache import READS_KEY, ResponseCache, ResponseCacheMiddleware
 from gateway.schema import build_schema
@@ -72,6 +73,7 @@ def create_app(
     """Build the gateway. ``transport`` swaps the upstream network (tests); ``clock``
     swaps time for breakers and caches."""
     clock = clock or SystemClock()
+    persisted = PersistedDocuments(max_documents=settings.persisted_max)
     response_cache = ResponseCache(
         ttl_ms=settings.response_cache_ttl_ms, max_mb=settings.response_cache_mb, clock=clock
     )
@@ -87,6 +89,7 @@ def create_app(
             raise
         app.state.services = services  # for tests and operators' tooling
         app.state.response_cache = response_cache
+        app.state.persisted = persisted
         listener = services.source_service.listener
         unsubscribe = listener.subscribe(response_cache.invalidate) if listener is not None else None
         # What startup built (modules, the schema, pools) lives as long as the process:
@@ -120,7 +123,11 @@ def create_app(
             Route(
                 "/graphql",
                 ResponseCacheMiddleware(
-                    CoalesceIdentical(graphql_app), response_cache, max_body_bytes=DEFAULT_MAX_BODY_BYTES
+                    PersistedDocumentsMiddleware(
+                        CoalesceIdentical(graphql_app), persisted, persisted_only=settings.persisted_only
+                    ),
+                    response_cache,
+                    max_body_bytes=DEFAULT_MAX_BODY_BYTES,
                 ),
                 methods=["GET", "POST"],
             ),

@@ -200,7 +200,8 @@ class ResponseCache:
         self.hits = 0
         self.misses = 0
         self.stores = 0
-        self.invalidated = 0
+        self.invalidated = 0  # entries dropped by invalidate()
+        self.notified = 0  # invalidate() calls
 
     @property
     def enabled(self) -> bool:
@@ -268,6 +269,7 @@ class ResponseCache:
     def invalidate(self, payload: str | None) -> None:
         """A cache write was announced (``source_id|request_key``), or None: the
         listener reconnected and may have missed some, so forget everything."""
+        self.notified += 1
         if payload is None:
             self.invalidated += len(self._entries)
             self._entries.clear()

@@ -27,9 +27,17 @@ def _cache(gw: RunningGateway) -> ResponseCache:
 
 
 async def _warm(gw: RunningGateway) -> None:
-    """First answer is FRESH (not stored: the next would say CACHED)."""
+    """First answer is FRESH (not stored: the next would say CACHED). Returns once the
+    NOTIFY of that fetch's cache write came back, so it cannot drop a later entry."""
+    listener = gw.services.source_service.listener
+    await asyncio.wait_for(listener.connected.wait(), 10)
+    cache = _cache(gw)
+    seen = cache.notified
     data = await gw.data(QUERY, {"first": 3})
     assert data["articles"]["sources"][0]["status"] == "FRESH"
+    async with asyncio.timeout(10):
+        while cache.notified == seen:
+            await asyncio.sleep(0.01)
 
 
 @pytest.fixture
