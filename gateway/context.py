@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.loaders import Loaders
@@ -20,12 +20,19 @@ class GatewayContext:
     services: Services
     loaders: Loaders
     deadline: Deadline
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: The client's X-Request-Id, else one made up when first asked for (errors only).
+    given_request_id: str | None = None
     #: What this answer read (source keys, freshness, ages), for the response cache
     #: and Cache-Control; None when nothing records it.
     reads: ReadLog | None = None
     #: The parsed document's cache entry (see :mod:`gateway.documents`).
     document: CachedDocument | None = None
+
+    @property
+    def request_id(self) -> str:
+        if self.given_request_id is None:
+            self.given_request_id = uuid.uuid4().hex
+        return self.given_request_id
 
     def mark_volatile(self) -> None:
         """This answer shows live process state (health, breakers): never cache it."""
@@ -40,7 +47,7 @@ def build_context(
     when the GraphQL layer got to it: time queued counts too."""
     budget_s = services.settings.request_deadline_ms / 1000
     deadline = Deadline(arrived + budget_s) if arrived is not None else Deadline.after(budget_s)
-    ctx = GatewayContext(services, Loaders.create(services.source_service, deadline, reads), deadline, reads=reads)
-    if request_id:
-        ctx.request_id = request_id
-    return ctx
+    return GatewayContext(
+        services, Loaders(services.source_service, deadline, reads), deadline,
+        given_request_id=request_id or None, reads=reads,
+    )

@@ -116,15 +116,37 @@ class HNItemLoader(DataLoader[tuple[str, int], "HNItem | None"]):
         return out
 
 
-@dataclass(slots=True)
 class Loaders:
-    feeds: FeedLoader
-    articles: ArticleLoader
-    hn_items: HNItemLoader
+    """The request's loaders, each built on first use: most queries need one of them."""
+
+    __slots__ = ("_service", "_deadline", "_reads", "_feeds", "_articles", "_hn_items")
+
+    def __init__(self, service: SourceService, deadline: Deadline, reads: ReadLog | None = None) -> None:
+        self._service = service
+        self._deadline = deadline
+        self._reads = reads
+        self._feeds: FeedLoader | None = None
+        self._articles: ArticleLoader | None = None
+        self._hn_items: HNItemLoader | None = None
 
     @classmethod
     def create(cls, service: SourceService, deadline: Deadline, reads: ReadLog | None = None) -> Loaders:
-        return cls(
-            FeedLoader(service, deadline, reads), ArticleLoader(service, deadline, reads),
-            HNItemLoader(service, deadline, reads),
-        )
+        return cls(service, deadline, reads)
+
+    @property
+    def feeds(self) -> FeedLoader:
+        if self._feeds is None:
+            self._feeds = FeedLoader(self._service, self._deadline, self._reads)
+        return self._feeds
+
+    @property
+    def articles(self) -> ArticleLoader:
+        if self._articles is None:
+            self._articles = ArticleLoader(self._service, self._deadline, self._reads)
+        return self._articles
+
+    @property
+    def hn_items(self) -> HNItemLoader:
+        if self._hn_items is None:
+            self._hn_items = HNItemLoader(self._service, self._deadline, self._reads)
+        return self._hn_items
