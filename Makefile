@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# ariadne-codegen pins graphql-core < 3.3 and Strawberry needs 3.3: the client
+# generator gets a venv of its own (tests/test_codegen.py runs it).
+CODEGEN_VENV := $(VENV)/codegen
+CODEGEN_STAMP := $(CODEGEN_VENV)/.installed
+CODEGEN_REQ := ariadne-codegen==0.19.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 # The bundled demo sources point at this port.
@@ -16,7 +21,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
-install: $(STAMP)
+$(CODEGEN_STAMP): Makefile
+	test -x $(CODEGEN_VENV)/bin/python || $(PYTHON) -m venv $(CODEGEN_VENV)
+	$(CODEGEN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check '$(CODEGEN_REQ)'
+	touch $@
+
+install: $(STAMP) $(CODEGEN_STAMP)
 
 ## Start the offline demo upstream and the gateway (embedded Postgres, demo sources).
 run: install
@@ -36,6 +46,7 @@ bench: install
 	$(BIN)/python -m tests.bench.bench_upstream $(BENCH_ARGS) || status=1; \
 	$(BIN)/python -m tests.bench.bench_feed_lag || status=1; \
 	$(BIN)/python -m tests.bench.bench_resilience $(BENCH_ARGS) || status=1; \
+	$(BIN)/python -m tests.bench.bench_warm $(BENCH_ARGS) || status=1; \
 	exit $$status
 
 ## Regenerate schema.graphql from the code.
