@@ -4,6 +4,7 @@ across processes (two apps on one database), partial answers, 304s."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from gateway.app import create_app
 from gateway.demo.server import DemoServer
 from gateway.resilience.clock import FakeClock
-from gateway.respcache import PARTIAL_TTL_S, ResponseCache
+from gateway.respcache import PARTIAL_TTL_S, Answer, ResponseCache
 from gateway.settings import Settings
 from tests.conftest import sources_of
 from tests.helpers import RunningGateway
@@ -192,3 +193,40 @@ async def test_failures_are_no_store(settings: Callable[..., Settings], demo: De
         static = await gw.client.get("/graphql", params={"query": "{ sources { id } }"},
                                      headers={"accept": "application/json"})
         assert static.headers["cache-control"].startswith("public, max-age=60")
+
+
+def _answer(body: bytes) -> Answer:
+    return Answer(status=200, headers=[], body=body, etag=b'"x"', result=None, ages=[], last_ages=(),
+                  publishable=True, fresh_until=math.inf, swr_s=math.inf, sie_s=math.inf,
+                  unknown_freshness=False, read_sources=True, cost=None)
+
+
+def test_memory_is_bounded_and_tags_invalidate() -> None:
+    clock = FakeClock()
+    cache = ResponseCache(ttl_ms=1000, max_mb=1, clock=clock)
+    body = b"x" * 50_000
+    for i in range(40):  # ~2 MB of answers into 1 MB: the oldest go
+        cache.put((b"POST", str(i).encode()), _answer(body), {f"bbc|k{i}"}, 1.0)
+    assert cache.size_bytes <= cache.max_bytes and 0 < len(cache) < 40
+    assert cache.get((b"POST", b"0")) is None and cache.get((b"POST", b"39")) is not None
+    cache.put((b"POST", b"a"), _answer(b"{}"), {"hn|*"}, 1.0)  # read an article of hn by id
+    cache.invalidate("bbc|k39")
+    assert cache.get((b"POST", b"39")) is None
+    cache.invalidate("hn|top")  # any write of hn may have changed that article
+    assert cache.get((b"POST", b"a")) is None
+    cache.put((b"POST", b"b"), _answer(b"{}"), set(), 1.0)
+    clock.advance(1.0)
+    assert cache.get((b"POST", b"b")) is None  # expired
+    cache.put((b"POST", b"c"), _answer(b"{}"), set(), 1.0)
+    cache.invalidate(None)  # the listener reconnected: anything may have been missed
+    assert len(cache) == 0 and cache.size_bytes == 0
+
+
+async def test_accept_is_part_of_the_key(settings: Callable[..., Settings]) -> None:
+    async with RunningGateway(create_app(settings())) as gw:
+        await _warm(gw)
+        for accept in ("application/json", "application/graphql-response+json", "application/json"):
+            resp = await gw.client.post("/graphql", json={"query": QUERY, "variables": {"first": 3}},
+                                        headers={"accept": accept})
+            assert resp.status_code == 200
+        assert len(_cache(gw)) == 2 and _cache(gw).hits == 1
