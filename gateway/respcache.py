@@ -423,8 +423,10 @@ class ResponseCacheMiddleware:
         status = answer.status
         if is_get and cache_control != _NO_STORE and answer.status == 200:
             headers.append((b"etag", etag))
+            headers.append((b"vary", b"Accept"))  # the format asked for is part of the key
             inm = _header(scope, b"if-none-match")
-            if inm and (inm.strip() == b"*" or etag in (t.strip() for t in inm.split(b","))):
+            # If-None-Match compares weakly (RFC 9110 13.1.2): a W/ prefix still matches.
+            if inm and (inm.strip() == b"*" or etag in (t.strip().removeprefix(b"W/") for t in inm.split(b","))):
                 status, body = 304, b""
                 headers = [(k, v) for k, v in headers if k.lower() != b"content-type"]
         headers.append((b"content-length", str(len(body)).encode()))

@@ -56,3 +56,11 @@ def test_the_cache_is_bounded_in_entries_and_text() -> None:
     assert len(cache) == 3 and cache.get("q0") is None and cache.get("q4") is not None
     cache.put("x" * 200, CachedDocument(doc))  # over max_chars/16: not kept
     assert cache.get("x" * 200) is None
+
+
+async def test_the_token_limit_still_applies(gateway: RunningGateway) -> None:
+    huge = "{ " + " ".join(["sources { id }"] * 600) + " }"  # 2,400 tokens
+    result = await gateway.query(huge)
+    assert result.get("data") is None
+    assert result["errors"][0]["extensions"]["code"] == "GRAPHQL_PARSE_FAILED"
+    assert "token" in result["errors"][0]["message"].lower()
