@@ -77,7 +77,7 @@ class ArticleLoader(DataLoader[str, "NormalizedArticle | None"]):
         except DatabaseUnavailable as exc:
             return [exc for _ in keys]
         if self._reads is not None:
-            self._reads.articles(found.values())
+            self._reads.articles(found.values(), missing=len(found) < len(set(keys)))
         return [found.get(k) for k in keys]
 
 

@@ -106,10 +106,14 @@ class ReadLog:
         self.swr_s = min(self.swr_s, max(0, min(2 * source.ttl_s, source.max_stale_s) - source.ttl_s))
         self.sie_s = min(self.sie_s, max(0, source.max_stale_s - source.ttl_s))
 
-    def articles(self, found: Iterable[NormalizedArticle]) -> None:
+    def articles(self, found: Iterable[NormalizedArticle], *, missing: bool) -> None:
+        """Articles read by id: any write by their source may change them; an id not
+        found may appear with any source's next write (tag ``*``)."""
         self.unknown_freshness = True
         for article in found:
             self.tags.add(f"{article.source_id}|*")
+        if missing:
+            self.tags.add("*")
 
     def items(self, keys: Sequence[tuple[str, int]]) -> None:
         self.unknown_freshness = True
@@ -277,7 +281,7 @@ class ResponseCache:
             self._bytes = 0
             return
         source_id = payload.partition("|")[0]
-        for tag in (payload, f"{source_id}|*"):
+        for tag in (payload, f"{source_id}|*", "*"):
             for key in list(self._by_tag.get(tag, ())):
                 self._drop(key)
                 self.invalidated += 1

@@ -198,6 +198,19 @@ async def test_failures_are_no_store(settings: Callable[..., Settings], demo: De
         assert static.headers["cache-control"].startswith("public, max-age=60")
 
 
+async def test_articles_by_id_are_revalidated(settings: Callable[..., Settings]) -> None:
+    async with RunningGateway(create_app(settings())) as gw:
+        await _warm(gw)
+        article_id = (await gw.data(QUERY, {"first": 1}))["articles"]["nodes"][0]["id"]
+        for query in ('{ article(id: "%s") { title } }' % article_id, '{ article(id: "a_unknown") { title } }'):
+            resp = await gw.client.get("/graphql", params={"query": query}, headers={"accept": "application/json"})
+            assert resp.headers["cache-control"].startswith("public, max-age=0"), query  # no freshness known
+        cache = _cache(gw)
+        assert len(cache) == 3  # the list, and the two articles
+        cache.invalidate("bbc|other-key")  # any write of bbc may change its article; any write, the unknown one
+        assert len(cache) == 1 and cache.invalidated == 2
+
+
 def _answer(body: bytes) -> Answer:
     return Answer(status=200, headers=[], body=body, etag=b'"x"', result=None, ages=[], last_ages=(),
                   publishable=True, fresh_until=math.inf, swr_s=math.inf, sie_s=math.inf,
