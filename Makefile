@@ -45,7 +45,7 @@ bench: install
 	@status=0; \
 	$(BIN)/python -m tests.bench.bench_upstream $(BENCH_ARGS) || status=1; \
 	$(BIN)/python -m tests.bench.bench_feed_lag || status=1; \
-	$(BIN)/python -m tests.bench.bench_resilience $(BENCH_ARGS) || status=1; \
+	$(BIN)/python -m tests.bench.resilience $(BENCH_ARGS) || status=1; \
 	$(BIN)/python -m tests.bench.bench_warm $(BENCH_ARGS) || status=1; \
 	exit $$status
 

@@ -6,14 +6,15 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
@@ -23,13 +24,19 @@ from gateway.coalesce import ARRIVED_KEY, DEFAULT_MAX_BODY_BYTES, CoalesceIdenti
 from gateway.context import GatewayContext, build_context
 from gateway.errors import GatewayError
 from gateway.graphiql import graphiql_html, graphiql_routes
+from gateway.ops.metrics import HTTPMetrics, Metrics
+from gateway.ops.readiness import Drain, Readiness
+from gateway.ops.tracing import provider_from_env, tracer_of
 from gateway.persisted import PersistedDocuments, PersistedDocumentsMiddleware
 from gateway.resilience.clock import Clock, SystemClock
-from gateway.respcache import READS_KEY, ResponseCache, ResponseCacheMiddleware
+from gateway.respcache import READS_KEY, Answer, ResponseCache, ResponseCacheMiddleware
 from gateway.schema import build_schema
 from gateway.schema.errors import classify
 from gateway.services import Services
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("gateway")
 
@@ -65,15 +72,29 @@ class GatewayGraphQL(GraphQL[GatewayContext, None]):
 
 
 def create_app(
-    settings: Settings,
-    *,
-    transport: httpx.AsyncBaseTransport | None = None,
-    clock: Clock | None = None,
+    settings: Settings, *, clock: Clock | None = None, tracer_provider: TracerProvider | None = None
 ) -> Starlette:
-    """Build the gateway. ``transport`` swaps the upstream network (tests); ``clock``
-    swaps time for breakers and caches."""
+    """Build the gateway. ``clock`` swaps time for everything that decides by it
+    (deadlines, breakers, caches, the database back-off); tests step a fake one.
+    ``tracer_provider``: where spans go (default: OTLP when OTEL_EXPORTER_OTLP_ENDPOINT
+    is set, else no tracing)."""
     clock = clock or SystemClock()
+    own_provider = tracer_provider is None
+    provider = tracer_provider if tracer_provider is not None else provider_from_env()
+    tracer = tracer_of(provider)
+
+    metrics = Metrics()
     persisted = PersistedDocuments(max_documents=settings.persisted_max)
+
+    async def on_cache_hit(scope: Scope, answer: Answer, send: Send) -> bool:
+        """A hit is still an operation served: count it as one (the edge charges its
+        cost here too). True would mean "answered here"."""
+        if answer.operation is not None:
+            name, op_type, outcome = answer.operation
+            metrics.operation(name, op_type, outcome, 0.0)
+        for source_id, status in answer.statuses:
+            metrics.source_results.labels(source_id, status).inc()
+        return False
     response_cache = ResponseCache(
         ttl_ms=settings.response_cache_ttl_ms, max_mb=settings.response_cache_mb, clock=clock
     )
@@ -81,17 +102,20 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         try:
-            services = await Services.start(settings, transport=transport, clock=clock)
+            services = await Services.start(settings, clock=clock, metrics=metrics, tracer=tracer)
         except GatewayError as exc:
             # uvicorn prints a traceback for lifespan failures; give the operator the
             # one line that matters first.
             log.error("gateway failed to start: %s", exc.message)
             raise
         app.state.services = services  # for tests and operators' tooling
+        readiness = Readiness(services)
+        app.state.readiness = readiness
+        drain = Drain(readiness, settings.shutdown_delay_s)
+        drain.install()
         app.state.response_cache = response_cache
         app.state.persisted = persisted
-        listener = services.source_service.listener
-        unsubscribe = listener.subscribe(response_cache.invalidate) if listener is not None else None
+        unsubscribe = services.listener.subscribe(response_cache.invalidate)
         # What startup built (modules, the schema, pools) lives as long as the process:
         # keep it out of the cyclic GC, whose full collections otherwise walk it all
         # (~10 ms with the loop held, at a moment no request chooses).
@@ -103,10 +127,13 @@ def create_app(
         try:
             yield {"services": services}
         finally:
-            if unsubscribe is not None:
-                unsubscribe()
+            unsubscribe()
             gc.unfreeze()  # several apps in one process (tests): let this one's go
+            drain.uninstall()
             await services.aclose()
+            metrics.process_exited()
+            if own_provider and provider is not None:
+                provider.shutdown()  # flushes the spans still queued
 
     graphql_app = GatewayGraphQL(build_schema(), graphql_ide="graphiql")
 
@@ -116,27 +143,39 @@ def create_app(
     async def livez(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def readyz(request: Request) -> Response:
+        return await request.app.state.readiness.endpoint(request)
+
     return Starlette(
         routes=[
             Route("/", root),
             Route("/livez", livez),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics.endpoint),
             Route(
                 "/graphql",
                 ResponseCacheMiddleware(
                     PersistedDocumentsMiddleware(
-                        CoalesceIdentical(graphql_app), persisted, persisted_only=settings.persisted_only
+                        CoalesceIdentical(graphql_app, clock=clock), persisted, persisted_only=settings.persisted_only
                     ),
                     response_cache,
                     max_body_bytes=DEFAULT_MAX_BODY_BYTES,
+                    on_hit=on_cache_hit,
                 ),
                 methods=["GET", "POST"],
             ),
             *graphiql_routes(),
         ],
+        middleware=[Middleware(HTTPMetrics, metrics=metrics)],
         lifespan=lifespan,
     )
 
 
 def create_app_from_env() -> Starlette:
-    """uvicorn factory (``gateway.app:create_app_from_env``), used by ``gateway serve``."""
-    return create_app(Settings.from_env())
+    """uvicorn factory (``gateway.app:create_app_from_env``), used by ``gateway serve``
+    in every worker process: it also sets up that process's logging."""
+    from gateway.ops import logging as gateway_logging
+
+    settings = Settings.from_env()
+    gateway_logging.configure(settings.log_format, settings.log_level)
+    return create_app(settings)

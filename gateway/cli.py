@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 
 from gateway.errors import ConfigError, DatabaseUnavailable
-from gateway.settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_WORKERS, Settings
+from gateway.settings import DEFAULT_HOST, DEFAULT_LOG_LEVEL, DEFAULT_PORT, DEFAULT_WORKERS, LOG_LEVELS, Settings
 
 EXIT_CONFIG = 2
+#: How the serving parent tells its workers the log level.
+LOG_LEVEL_ENV = "GATEWAY_LOG_LEVEL"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,7 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEFAULT_PORT)))
     serve.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
     serve.add_argument("--sources", help="sources file (default: $GATEWAY_SOURCES, else the bundled demo sources)")
-    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument(
+        "--log-level",
+        default=os.environ.get("GATEWAY_LOG_LEVEL") or DEFAULT_LOG_LEVEL,
+        choices=LOG_LEVELS,
+        help="log level (default: $GATEWAY_LOG_LEVEL, else %(default)s)",
+    )
     serve.add_argument(
         "--access-log",
         action="store_true",
@@ -88,13 +96,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway.ops import logging as gateway_logging
+    from gateway.ops.metrics import MULTIPROC_ENV
     from gateway.store.embedded import EmbeddedPostgres
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs initdb's whole output at INFO
     if args.sources:
         os.environ["GATEWAY_SOURCES"] = args.sources
     settings = Settings.from_env()  # validate here, once, with a clean error
+    # Workers configure their own logging (create_app_from_env) at this level.
+    os.environ[LOG_LEVEL_ENV] = args.log_level
+    gateway_logging.configure(settings.log_format, args.log_level)
+    metrics_dir: str | None = None
+    if args.workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        # Several workers: each keeps its metrics in files here, and a scrape of any
+        # one of them sums them all (prometheus-client's multiprocess mode).
+        metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ[MULTIPROC_ENV] = metrics_dir
 
     # uvicorn re-raises the SIGTERM it handled once it has shut down; with the default
     # action the process would die before the embedded Postgres is stopped below.
@@ -120,6 +137,7 @@ def _serve(args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             log_level=args.log_level,
+            log_config=None,  # our own structlog setup, in every worker
             lifespan="on",
             timeout_graceful_shutdown=10,
             proxy_headers=True,
@@ -131,6 +149,8 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         if embedded is not None:
             embedded.stop_sync()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -148,6 +168,7 @@ def _persisted_add(path: str) -> int:
     import orjson
 
     from gateway.persisted import add_manifest, parse_manifest
+    from gateway.resilience.clock import SystemClock
     from gateway.store.db import Database
     from gateway.store.embedded import EmbeddedPostgres
     from gateway.store.migrate import migrate
@@ -170,7 +191,7 @@ def _persisted_add(path: str) -> int:
 
     async def run() -> tuple[int, int]:
         db = await Database.connect(url, min_size=1, max_size=1, connect_timeout_s=settings.db_connect_timeout_s,
-                                    command_timeout_s=30, setup=migrate)
+                                    command_timeout_s=30, clock=SystemClock(), setup=migrate)
         try:
             return await add_manifest(db, docs, max_documents=settings.persisted_max)
         finally:

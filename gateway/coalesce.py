@@ -21,12 +21,12 @@ refuses bodies over a size limit with 413 before reading further.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.resilience.clock import Clock
 from gateway.resilience.singleflight import SingleFlight
 
 ARRIVED_KEY = "gateway.arrived"
@@ -51,8 +51,9 @@ def _header(scope: Scope, name: bytes) -> bytes:
 
 
 class CoalesceIdentical:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, *, clock: Clock, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.app = app
+        self.clock = clock
         self.max_body_bytes = max_body_bytes
         self._flights: SingleFlight[_Captured] = SingleFlight()
         self.executions = 0  # requests that actually ran (the others shared)
@@ -61,7 +62,7 @@ class CoalesceIdentical:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        scope[ARRIVED_KEY] = time.monotonic()
+        scope[ARRIVED_KEY] = self.clock.monotonic()
         accept = _header(scope, b"accept")
         if scope["method"] not in ("GET", "POST") or (scope["method"] == "GET" and b"text/html" in accept):
             await self.app(scope, receive, send)  # GraphiQL page, OPTIONS, 405s: nothing to share

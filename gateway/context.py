@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.loaders import Loaders
@@ -11,6 +11,7 @@ from gateway.resilience.deadline import Deadline
 
 if TYPE_CHECKING:
     from gateway.documents import CachedDocument
+    from gateway.outcomes import SourceOutcome
     from gateway.respcache import ReadLog
     from gateway.services import Services
 
@@ -20,19 +21,16 @@ class GatewayContext:
     services: Services
     loaders: Loaders
     deadline: Deadline
-    #: The client's X-Request-Id, else one made up when first asked for (errors only).
-    given_request_id: str | None = None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: Who is asking (an API client's id, or "ip:<address>"), for logs.
+    client_id: str | None = None
+    #: Every source outcome this request got, in the order the loaders got them.
+    outcomes: list[SourceOutcome] = field(default_factory=list)
     #: What this answer read (source keys, freshness, ages), for the response cache
     #: and Cache-Control; None when nothing records it.
     reads: ReadLog | None = None
     #: The parsed document's cache entry (see :mod:`gateway.documents`).
     document: CachedDocument | None = None
-
-    @property
-    def request_id(self) -> str:
-        if self.given_request_id is None:
-            self.given_request_id = uuid.uuid4().hex
-        return self.given_request_id
 
     def mark_volatile(self) -> None:
         """This answer shows live process state (health, breakers): never cache it."""
@@ -46,8 +44,11 @@ def build_context(
     """``arrived`` (monotonic) starts the deadline when the request reached us, not
     when the GraphQL layer got to it: time queued counts too."""
     budget_s = services.settings.request_deadline_ms / 1000
-    deadline = Deadline(arrived + budget_s) if arrived is not None else Deadline.after(budget_s)
-    return GatewayContext(
-        services, Loaders(services.source_service, deadline, reads), deadline,
-        given_request_id=request_id or None, reads=reads,
-    )
+    clock = services.clock
+    deadline = Deadline(arrived + budget_s, clock) if arrived is not None else Deadline.after(budget_s, clock)
+    outcomes: list[SourceOutcome] = []
+    loaders = Loaders.create(services.settings, services.source_service, deadline, outcomes=outcomes, reads=reads)
+    ctx = GatewayContext(services, loaders, deadline, outcomes=outcomes, reads=reads)
+    if request_id:
+        ctx.request_id = request_id
+    return ctx

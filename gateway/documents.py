@@ -101,6 +101,13 @@ class CachedDocuments(SchemaExtension):
         ec.parse_options["max_tokens"] = self._max_tokens  # applies to a miss only: a hit is not parsed
         ec.validation_rules = ec.validation_rules + self._rules
         yield
+        reads = getattr(ec.context, "reads", None)
+        if reads is not None:  # what a response-cache hit of this answer repeats in metrics
+            try:
+                op_type = ec.operation_type.value
+            except Exception:  # noqa: BLE001 - no document (a parse error) or no such operation
+                op_type = "unknown"
+            reads.operation = (ec.operation_name, op_type)
 
     def on_parse(self) -> Iterator[None]:
         ec = self.execution_context

@@ -6,23 +6,31 @@
     ├── ConfigError                   (startup only: never reaches a client)
     ├── BadUserInput                  BAD_USER_INPUT
     ├── CriticalSourceFailed          CRITICAL_SOURCE_FAILED
-    ├── SourceError                   (a per-source outcome, shown in SourceResult.error)
+    ├── SourceError                   (a per-source outcome: SourceResult.error, a SourceErrorCode)
     │   ├── UpstreamError             (the upstream is at fault: counts against its breaker)
     │   │   ├── UpstreamTimeout       UPSTREAM_TIMEOUT
     │   │   ├── UpstreamUnavailable   UPSTREAM_UNAVAILABLE   (connect/reset/protocol error)
-    │   │   ├── UpstreamHTTPError     UPSTREAM_HTTP_<status> (e.g. UPSTREAM_HTTP_500)
+    │   │   ├── UpstreamHTTPError     UPSTREAM_HTTP_ERROR    (with the status, e.g. 500)
     │   │   └── BadPayload            BAD_PAYLOAD            (unusable body as a whole)
-    │   └── Rejected                  (we refused to call: never counts against a breaker)
-    │       ├── CircuitOpen           CIRCUIT_OPEN
-    │       ├── BulkheadFull          BULKHEAD_FULL
-    │       └── DeadlineExceeded      DEADLINE_EXCEEDED
+    │   ├── Rejected                  (we refused to call: never counts against a breaker)
+    │   │   ├── CircuitOpen           CIRCUIT_OPEN
+    │   │   ├── BulkheadFull          BULKHEAD_FULL
+    │   │   └── DeadlineExceeded      DEADLINE_EXCEEDED
+    │   ├── UnknownSource             UNKNOWN_SOURCE         (an article of a source since removed)
+    │   └── SourceInternalError       INTERNAL               (a bug: details in the log only)
     └── DatabaseUnavailable           DATABASE_UNAVAILABLE
 
 A rejection we cause ourselves is not an upstream failure (Envoy's rule): only
-``UpstreamError`` is recorded by circuit breakers and retried.
+``UpstreamError`` is recorded by circuit breakers and retried. Every ``SourceError``
+code is a member of :class:`SourceErrorCode`, which the schema exposes as an enum so
+clients can switch over it (a test checks the two agree).
 """
 
 from __future__ import annotations
+
+import enum
+
+import strawberry
 
 
 class GatewayError(Exception):
@@ -58,16 +66,46 @@ class CriticalSourceFailed(GatewayError):
     code = "CRITICAL_SOURCE_FAILED"
 
 
-class SourceError(GatewayError):
-    """An outcome of fetching one source; surfaces as ``SourceResult.error``."""
+@strawberry.enum(description="Why a source produced no fresh data, as a code clients can switch over.")
+class SourceErrorCode(enum.Enum):
+    UPSTREAM_TIMEOUT = strawberry.enum_value(
+        "UPSTREAM_TIMEOUT", description="The upstream sent no complete answer within the source's timeout."
+    )
+    UPSTREAM_UNAVAILABLE = strawberry.enum_value(
+        "UPSTREAM_UNAVAILABLE", description="The upstream could not be reached (refused, reset, DNS, protocol)."
+    )
+    UPSTREAM_HTTP_ERROR = strawberry.enum_value(
+        "UPSTREAM_HTTP_ERROR", description="The upstream answered with an HTTP status we cannot use (see `httpStatus`)."
+    )
+    BAD_PAYLOAD = strawberry.enum_value(
+        "BAD_PAYLOAD", description="The upstream's answer was unusable as a whole (HTML, truncated, too large)."
+    )
+    CIRCUIT_OPEN = strawberry.enum_value(
+        "CIRCUIT_OPEN", description="Not called: the source's circuit breaker is open after repeated failures."
+    )
+    BULKHEAD_FULL = strawberry.enum_value(
+        "BULKHEAD_FULL", description="Not called: too many calls to upstreams were already in flight."
+    )
+    DEADLINE_EXCEEDED = strawberry.enum_value(
+        "DEADLINE_EXCEEDED", description="The request's deadline (or the wait for another worker) ran out first."
+    )
+    UNKNOWN_SOURCE = strawberry.enum_value(
+        "UNKNOWN_SOURCE", description="The source is no longer configured in this gateway."
+    )
+    INTERNAL = strawberry.enum_value("INTERNAL", description="A bug in the gateway; the details are in its log.")
 
-    code = "SOURCE_ERROR"
+
+class SourceError(GatewayError):
+    """An outcome of fetching one source; surfaces as ``SourceResult.error``. ``code``
+    is a :class:`SourceErrorCode` value."""
+
+    code = "INTERNAL"
+    #: The upstream's HTTP status, for UPSTREAM_HTTP_ERROR.
+    http_status: int | None = None
 
 
 class UpstreamError(SourceError):
     """The upstream misbehaved. These, and only these, count against its breaker."""
-
-    code = "UPSTREAM_ERROR"
     #: Whether an idempotent GET that failed this way may be retried.
     retryable: bool = False
 
@@ -86,9 +124,11 @@ class UpstreamUnavailable(UpstreamError):
 class UpstreamHTTPError(UpstreamError):
     """The upstream answered with a status we cannot use."""
 
+    code = "UPSTREAM_HTTP_ERROR"
+
     def __init__(self, status: int, message: str, *, retry_after_s: float | None = None) -> None:
-        super().__init__(message, code=f"UPSTREAM_HTTP_{status}")
-        self.status = status
+        super().__init__(message)
+        self.http_status = status
         self.retry_after_s = retry_after_s
         self.retryable = status in (429, 502, 503, 504)
 
@@ -101,8 +141,6 @@ class BadPayload(UpstreamError):
 
 class Rejected(SourceError):
     """We declined to call the upstream. Never counted as an upstream failure."""
-
-    code = "REJECTED"
 
 
 class CircuitOpen(Rejected):
@@ -117,5 +155,25 @@ class DeadlineExceeded(Rejected):
     code = "DEADLINE_EXCEEDED"
 
 
+class UnknownSource(SourceError):
+    code = "UNKNOWN_SOURCE"
+
+
+class SourceInternalError(SourceError):
+    code = "INTERNAL"
+
+
 class DatabaseUnavailable(GatewayError):
     code = "DATABASE_UNAVAILABLE"
+
+
+def source_error_of(code: str, message: str, *, http_status: int | None = None) -> SourceError:
+    """The error another process reported by code (a failed refresh's NOTIFY), as the
+    same class here, so it is classified and shown as if it had happened locally."""
+    if code == UpstreamHTTPError.code and http_status is not None:
+        return UpstreamHTTPError(http_status, message)
+    for kind in (UpstreamTimeout, UpstreamUnavailable, BadPayload, CircuitOpen, BulkheadFull, DeadlineExceeded,
+                 UnknownSource):
+        if kind.code == code:
+            return kind(message)
+    return SourceInternalError(message)

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 from aiodataloader import DataLoader
 
-from gateway.errors import DatabaseUnavailable, SourceError
+from gateway.errors import DatabaseUnavailable, UnknownSource
 from gateway.outcomes import SourceOutcome, SourceStatus
 from gateway.resilience.deadline import Deadline
 from gateway.service import SourceService
-from gateway.settings import SourceConfig
+from gateway.settings import Settings, SourceConfig
 from gateway.sources.base import HNItem, NormalizedArticle
 
 if TYPE_CHECKING:
@@ -39,27 +39,33 @@ class FeedLoader(DataLoader[FeedKey, SourceOutcome]):
     """Source outcomes by (source, search): one upstream request per distinct key per
     request, however deeply the query nests ``articles``."""
 
-    def __init__(self, service: SourceService, deadline: Deadline, reads: ReadLog | None = None) -> None:
+    def __init__(
+        self, settings: Settings, service: SourceService, deadline: Deadline, outcomes: list[SourceOutcome],
+        reads: ReadLog | None = None,
+    ) -> None:
         super().__init__()
+        self._settings = settings
         self._service = service
         self._deadline = deadline
+        self._outcomes = outcomes
         self._reads = reads
 
     async def batch_load_fn(self, keys: Sequence[FeedKey]) -> list[SourceOutcome]:
-        settings = self._service.settings
-        reads = self._reads
+        settings = self._settings
 
         async def one(key: FeedKey) -> SourceOutcome:
             source = settings.source(key.source_id)
             if source is None:  # removed from the sources file since an article was cached
                 removed = SourceConfig(id=key.source_id, name=key.source_id, kind="feed", url="http://removed.invalid/")
-                return SourceOutcome(removed, SourceStatus.SKIPPED, error=SourceError("source no longer configured", code="UNKNOWN_SOURCE"))
-            outcome = await self._service.fetch(source, key.search, self._deadline)
-            if reads is not None:
-                reads.outcome(outcome, self._service.adapter(source).request_key(key.search))
-            return outcome
+                return SourceOutcome(removed, SourceStatus.SKIPPED, error=UnknownSource("source no longer configured"))
+            return await self._service.fetch(source, key.search, self._deadline)
 
-        return list(await asyncio.gather(*(one(k) for k in keys)))
+        found = list(await asyncio.gather(*(one(k) for k in keys)))
+        self._outcomes.extend(found)
+        if self._reads is not None:
+            for key, outcome in zip(keys, found, strict=True):
+                self._reads.outcome(outcome, self._service.adapter(outcome.source).request_key(key.search))
+        return found
 
 
 class ArticleLoader(DataLoader[str, "NormalizedArticle | None"]):
@@ -85,8 +91,11 @@ class HNItemLoader(DataLoader[tuple[str, int], "HNItem | None"]):
     """Hacker News items by (source id, item id). A comment tree loads one level per
     batch; each item is fetched at most once per request (and per TTL across them)."""
 
-    def __init__(self, service: SourceService, deadline: Deadline, reads: ReadLog | None = None) -> None:
+    def __init__(
+        self, settings: Settings, service: SourceService, deadline: Deadline, reads: ReadLog | None = None
+    ) -> None:
         super().__init__()
+        self._settings = settings
         self._service = service
         self._deadline = deadline
         self._reads = reads
@@ -97,7 +106,7 @@ class HNItemLoader(DataLoader[tuple[str, int], "HNItem | None"]):
         by_source: dict[str, list[int]] = defaultdict(list)
         for source_id, item_id in keys:
             by_source[source_id].append(item_id)
-        settings = self._service.settings
+        settings = self._settings
 
         async def items_of(sid: str, ids: list[int]) -> dict[int, HNItem | None | BaseException]:
             source = settings.source(sid)
@@ -119,24 +128,32 @@ class HNItemLoader(DataLoader[tuple[str, int], "HNItem | None"]):
 class Loaders:
     """The request's loaders, each built on first use: most queries need one of them."""
 
-    __slots__ = ("_service", "_deadline", "_reads", "_feeds", "_articles", "_hn_items")
+    __slots__ = ("_settings", "_service", "_deadline", "_outcomes", "_reads", "_feeds", "_articles", "_hn_items")
 
-    def __init__(self, service: SourceService, deadline: Deadline, reads: ReadLog | None = None) -> None:
+    def __init__(
+        self, settings: Settings, service: SourceService, deadline: Deadline, *, outcomes: list[SourceOutcome],
+        reads: ReadLog | None = None,
+    ) -> None:
+        self._settings = settings
         self._service = service
         self._deadline = deadline
+        self._outcomes = outcomes
         self._reads = reads
         self._feeds: FeedLoader | None = None
         self._articles: ArticleLoader | None = None
         self._hn_items: HNItemLoader | None = None
 
     @classmethod
-    def create(cls, service: SourceService, deadline: Deadline, reads: ReadLog | None = None) -> Loaders:
-        return cls(service, deadline, reads)
+    def create(
+        cls, settings: Settings, service: SourceService, deadline: Deadline, *, outcomes: list[SourceOutcome],
+        reads: ReadLog | None = None,
+    ) -> Loaders:
+        return cls(settings, service, deadline, outcomes=outcomes, reads=reads)
 
     @property
     def feeds(self) -> FeedLoader:
         if self._feeds is None:
-            self._feeds = FeedLoader(self._service, self._deadline, self._reads)
+            self._feeds = FeedLoader(self._settings, self._service, self._deadline, self._outcomes, self._reads)
         return self._feeds
 
     @property
@@ -148,5 +165,5 @@ class Loaders:
     @property
     def hn_items(self) -> HNItemLoader:
         if self._hn_items is None:
-            self._hn_items = HNItemLoader(self._service, self._deadline, self._reads)
+            self._hn_items = HNItemLoader(self._settings, self._service, self._deadline, self._reads)
         return self._hn_items

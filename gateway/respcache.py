@@ -72,7 +72,7 @@ class ReadLog:
     """What one execution read. Filled by the loaders and resolvers, read by the cache."""
 
     __slots__ = ("tags", "fresh_until", "swr_s", "sie_s", "fresh", "partial", "stale", "volatile",
-                 "unknown_freshness", "ages", "result", "results", "cost")
+                 "unknown_freshness", "ages", "result", "results", "cost", "operation", "statuses")
 
     def __init__(self) -> None:
         self.tags: set[str] = set()
@@ -88,19 +88,22 @@ class ReadLog:
         self.result: dict[str, Any] | None = None  # the answer, as encoded
         self.results = 0  # answers produced (a batch has several: not cached)
         self.cost: int | None = None  # the query's cost, when the edge estimates one
+        self.operation: tuple[str | None, str] | None = None  # (name, type) of the operation run
+        self.statuses: list[tuple[str, str]] = []  # (source id, status) of each outcome, for metrics
 
     def outcome(self, outcome: SourceOutcome, request_key: str) -> None:
         source = outcome.source
         self.tags.add(f"{source.id}|{request_key}")
         status = outcome.status
+        self.statuses.append((source.id, status.value))
         if status is SourceStatus.FRESH:
             self.fresh = True
         elif status is SourceStatus.STALE:
             self.stale = True
         elif not status.has_data:
             self.partial = True
-        if outcome.fetched_at is not None:
-            self.fresh_until = min(self.fresh_until, outcome.fetched_at.timestamp() + source.ttl_s)
+        if outcome.feed is not None:
+            self.fresh_until = min(self.fresh_until, outcome.feed.fetched_at.timestamp() + source.ttl_s)
         # The service serves a stale copy while revalidating up to one TTL past expiry
         # (and never past max_stale_s), and on errors up to max_stale_s.
         self.swr_s = min(self.swr_s, max(0, min(2 * source.ttl_s, source.max_stale_s) - source.ttl_s))
@@ -128,6 +131,13 @@ class ReadLog:
         self.result = result
 
 
+def _outcome(result: dict[str, Any] | None) -> str:
+    """As the operation observer counts it: ok, partial (data and errors), error."""
+    if result is None or (result.get("errors") and result.get("data") is None):
+        return "error"
+    return "partial" if result.get("errors") else "ok"
+
+
 def _etag(body: bytes) -> bytes:
     return b'"' + hashlib.blake2b(body, digest_size=16).hexdigest().encode() + b'"'
 
@@ -150,6 +160,9 @@ class Answer:
     unknown_freshness: bool
     read_sources: bool
     cost: int | None
+    #: What a hit repeats for metrics: (operation name, type, outcome) and source statuses.
+    operation: tuple[str | None, str, str] | None = None
+    statuses: tuple[tuple[str, str], ...] = ()
     # cache bookkeeping
     key: tuple[bytes, ...] = ()
     tags: frozenset[str] = frozenset()
@@ -408,6 +421,8 @@ class ResponseCacheMiddleware:
             unknown_freshness=reads.unknown_freshness,
             read_sources=bool(reads.tags),
             cost=reads.cost,
+            operation=(*reads.operation, _outcome(reads.result)) if reads.operation else None,
+            statuses=tuple(reads.statuses),
         )
         if keep_result:
             # The recorded ages are what the service computed a moment ago; make the

@@ -1,104 +1,150 @@
 """Everything with a process lifetime, built once in the app's lifespan and torn down
-there: database (embedded or not), HTTP client, bulkheads, breakers, the source service."""
+there, in reverse order: database (embedded or not), LISTEN connection, HTTP client,
+the parser process, and the source service with its breakers and bulkheads."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
+import os
+import socket
+import uuid
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import httpx
-
+from gateway.ops.metrics import Metrics, cancel, sample_forever
 from gateway.resilience.breaker import CircuitBreaker
-from gateway.resilience.bulkhead import Bulkhead
-from gateway.resilience.clock import Clock, SystemClock
-from gateway.service import STATEMENTS, Parser, SourceService
+from gateway.resilience.clock import Clock
+from gateway.service import SourceService
+from gateway.service.client import SourceClient
+from gateway.service.coordinator import RefreshCoordinator
+from gateway.service.feedcache import FeedCache
+from gateway.service.items import HNItems
+from gateway.service.parser import Parser
+from gateway.service.refresh import Refresher
+from gateway.service.tasks import BackgroundTasks
 from gateway.settings import Settings
+from gateway.store import HOT_STATEMENTS
 from gateway.store.db import Database
 from gateway.store.embedded import EmbeddedPostgres
 from gateway.store.listener import CacheListener
 from gateway.store.migrate import migrate
-from gateway.upstream import UpstreamClient, build_http_client
+from gateway.upstream import UpstreamClient
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("gateway")
+
+#: HN items kept in memory per feed entry the memory cache holds.
+ITEMS_PER_FEED_ENTRY = 50
 
 
 @dataclass(slots=True)
 class Services:
     settings: Settings
     db: Database
-    embedded: EmbeddedPostgres | None
-    upstream: UpstreamClient
-    breakers: dict[str, CircuitBreaker]
+    listener: CacheListener
+    parser: Parser
     source_service: SourceService
     clock: Clock
+    metrics: Metrics
+    tracer: Tracer | None
     started_mono: float
+    _stack: AsyncExitStack
+
+    @property
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        return self.source_service.client.breakers
 
     @classmethod
     async def start(
-        cls, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None, clock: Clock | None = None
+        cls, settings: Settings, *, clock: Clock, metrics: Metrics | None = None, tracer: Tracer | None = None
     ) -> Services:
-        clock = clock or SystemClock()
-        embedded: EmbeddedPostgres | None = None
-        url = settings.database_url
-        if url is None:
-            embedded = EmbeddedPostgres(settings.data_dir)
-            url = await embedded.start()
-        try:
+        metrics = metrics or Metrics()
+        async with AsyncExitStack() as stack:
+            url = settings.database_url
+            if url is None:
+                embedded = EmbeddedPostgres(settings.data_dir)
+                url = await embedded.start()
+                stack.push_async_callback(embedded.stop)
             db = await Database.connect(
                 url,
                 min_size=settings.db_pool_min,
                 max_size=settings.db_pool_max,
                 connect_timeout_s=settings.db_connect_timeout_s,
                 command_timeout_s=settings.db_command_timeout_s,
+                clock=clock,
+                tracer=tracer,
                 setup=migrate,
-                prepare=STATEMENTS,
+                warm=HOT_STATEMENTS,
             )
-        except BaseException:
-            if embedded is not None:
-                await embedded.stop()
-            raise
-
-        upstream = UpstreamClient(
-            build_http_client(settings.max_outbound, transport=transport), max_body_bytes=settings.max_body_bytes
-        )
-        listener = CacheListener(url)
-        listener.start()
-        breakers = {s.id: CircuitBreaker(s.id, s.breaker, clock=clock) for s in settings.sources}
-        service = SourceService(
-            settings=settings,
-            db=db,
-            upstream=upstream,
-            breakers=breakers,
-            global_bulkhead=Bulkhead("global", settings.max_outbound),
-            bulkheads={s.id: Bulkhead(s.id, s.max_concurrency) for s in settings.sources},
-            parser=Parser(settings.offloop_parse_bytes),
-            clock=clock,
-            listener=listener,
-        )
-        services = cls(settings, db, embedded, upstream, breakers, service, clock, time.monotonic())
-        if any(s.kind == "feed" for s in settings.sources):
-            # Feeds can be megabytes: the parser process must be up before the first
-            # one, and before this worker says it is ready. Started in the background,
-            # it competed for the CPU with the first requests: with 3 workers on 2
-            # cores, still starting 130 ms into a benchmark's first burst.
-            try:
-                await service.parser.start()
-            except Exception as exc:  # noqa: BLE001 - parsing still works; big feeds retry the pool
-                log.warning("the parser process did not start (%s); big feeds will start it on demand", exc)
-            except BaseException:
-                await services.aclose()
-                raise
+            stack.push_async_callback(db.close)
+            listener = CacheListener(url)
+            listener.start()
+            stack.push_async_callback(listener.aclose)
+            http = UpstreamClient(
+                max_connections=settings.max_outbound, max_body_bytes=settings.max_body_bytes, clock=clock
+            )
+            stack.push_async_callback(http.aclose)
+            parser = Parser(settings.offloop_parse_bytes)
+            stack.push_async_callback(parser.aclose)
+            if any(s.kind == "feed" for s in settings.sources):
+                # Feeds can be megabytes: the parser process must be up before the first
+                # one, and before this worker says it is ready. Started in the background,
+                # it competed for the CPU with the first requests: with 3 workers on 2
+                # cores, still starting 130 ms into a benchmark's first burst.
+                try:
+                    await parser.start()
+                except Exception as exc:  # noqa: BLE001 - parsing still works; big feeds retry the pool
+                    log.warning("the parser process did not start (%s); big feeds will start it on demand", exc)
+            service = build_source_service(settings, db, listener, http, parser, clock, metrics, tracer)
+            stack.push_async_callback(service.aclose)
+            sampler = asyncio.create_task(
+                sample_forever(metrics, clock, lambda: (db.pool.get_size(), db.pool.get_idle_size())),
+                name="gateway-metrics-sampler",
+            )
+            stack.push_async_callback(cancel, sampler)
+            services = cls(
+                settings, db, listener, parser, service, clock, metrics, tracer, clock.monotonic(), stack.pop_all()
+            )
         return services
 
     async def aclose(self) -> None:
-        await self.source_service.aclose()
-        if self.source_service.listener is not None:
-            await self.source_service.listener.aclose()
-        await self.upstream.aclose()
-        await self.db.close()
-        if self.embedded is not None:
-            await self.embedded.stop()
+        await self._stack.aclose()
 
     def uptime_s(self) -> float:
-        return time.monotonic() - self.started_mono
+        return self.clock.monotonic() - self.started_mono
+
+
+def build_source_service(
+    settings: Settings,
+    db: Database | None,
+    listener: CacheListener | None,
+    http: UpstreamClient,
+    parser: Parser,
+    clock: Clock,
+    metrics: Metrics | None = None,
+    tracer: Tracer | None = None,
+) -> SourceService:
+    """The source path, wired bottom-up: each piece gets only what is below it."""
+    tasks = BackgroundTasks()
+    budget_s = settings.request_deadline_ms / 1000
+    client = SourceClient(
+        http, settings.sources, max_outbound=settings.max_outbound, clock=clock, metrics=metrics, tracer=tracer
+    )
+    cache = FeedCache(db, tasks, capacity=settings.memory_cache_entries, clock=clock, metrics=metrics)
+    items = HNItems(
+        client, cache, capacity=settings.memory_cache_entries * ITEMS_PER_FEED_ENTRY, fetch_budget_s=budget_s, clock=clock
+    )
+    coordinator = RefreshCoordinator(
+        cache, listener, tasks, holder_id=_holder_id(), refresh_budget_s=budget_s, clock=clock
+    )
+    refresher = Refresher(client, items, parser, clock=clock)
+    return SourceService(db, cache, coordinator, refresher, client, items, tasks, clock, metrics, tracer)
+
+
+def _holder_id() -> str:
+    """Who holds a lease: readable by an operator looking at fetch_leases."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

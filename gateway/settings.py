@@ -6,12 +6,15 @@ operator can read one file to know what the gateway does when told nothing.
 
 from __future__ import annotations
 
+import enum
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import strawberry
 
 from gateway.errors import ConfigError
 
@@ -36,6 +39,13 @@ DEFAULT_RESPONSE_CACHE_TTL_MS = 1000  # longest life of an answer in the respons
 DEFAULT_RESPONSE_CACHE_MB = 64  # memory the response cache may use
 DEFAULT_PERSISTED_ONLY = False  # refuse documents that are not persisted (trusted or APQ)
 DEFAULT_PERSISTED_MAX = 10_000  # persisted documents kept in Postgres (APQ registrations beyond are refused)
+#: After SIGTERM, keep serving (with /readyz at 503) this long before shutting down.
+DEFAULT_SHUTDOWN_DELAY_S = 0.0
+#: "auto": JSON lines when stderr is not a terminal, readable console lines when it is.
+DEFAULT_LOG_FORMAT = "auto"
+LOG_FORMATS = ("auto", "json", "console")
+DEFAULT_LOG_LEVEL = "info"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 # --- per-source defaults ---------------------------------------------------
 DEFAULT_SOURCE_TIMEOUT_MS = 2000
@@ -52,7 +62,16 @@ DEFAULT_BREAKER_WINDOW_S = 60.0  # window the rate is measured over
 DEFAULT_BREAKER_RECOVERY_S = 30.0  # open -> half-open after this long
 DEFAULT_BREAKER_HALF_OPEN_MAX_CALLS = 1  # probes allowed while half-open
 
-SOURCE_KINDS = ("newsapi", "feed", "hackernews")
+@strawberry.enum(description="The kind of upstream a source is.")
+class SourceKind(enum.Enum):
+    """The one list of source kinds (the schema's enum too); each has one adapter."""
+
+    NEWSAPI = strawberry.enum_value("newsapi", description="A NewsAPI v2 compatible JSON API.")
+    FEED = strawberry.enum_value("feed", description="An RSS 2.0, RSS 1.0 or Atom 1.0 feed.")
+    HACKERNEWS = strawberry.enum_value("hackernews", description="The Hacker News v0 API.")
+
+
+SOURCE_KINDS: tuple[str, ...] = tuple(kind.value for kind in SourceKind)
 ENV_PREFIX = "GATEWAY_"
 BUNDLED_DEMO_SOURCES = Path(__file__).parent / "demo" / "sources.toml"
 
@@ -109,10 +128,13 @@ class Settings:
     memory_cache_entries: int = DEFAULT_MEMORY_CACHE_ENTRIES
     offloop_parse_bytes: int = DEFAULT_OFFLOOP_PARSE_BYTES
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    shutdown_delay_s: float = DEFAULT_SHUTDOWN_DELAY_S
     response_cache_ttl_ms: int = DEFAULT_RESPONSE_CACHE_TTL_MS
     response_cache_mb: int = DEFAULT_RESPONSE_CACHE_MB
     persisted_only: bool = DEFAULT_PERSISTED_ONLY
     persisted_max: int = DEFAULT_PERSISTED_MAX
+    log_format: str = DEFAULT_LOG_FORMAT
+    log_level: str = DEFAULT_LOG_LEVEL
 
     def source(self, source_id: str) -> SourceConfig | None:
         for s in self.sources:
@@ -120,58 +142,75 @@ class Settings:
                 return s
         return None
 
-    def replace(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
-
     @classmethod
     def from_env(
         cls, env: Mapping[str, str] | None = None, *, sources_file: str | Path | None = None
     ) -> Settings:
-        """Read ``GATEWAY_*`` variables; the sources file comes from the argument,
-        ``GATEWAY_SOURCES``, or the bundled demo sources, in that order."""
+        """Read ``GATEWAY_*`` variables (:data:`ENV_VARS`); the sources file comes from
+        the argument, ``GATEWAY_SOURCES``, or the bundled demo sources, in that order."""
         env = os.environ if env is None else env
         path = Path(sources_file or env.get("GATEWAY_SOURCES") or BUNDLED_DEMO_SOURCES)
-        return cls(
-            sources=load_sources(path, env=env),
-            sources_file=path,
-            database_url=env.get("GATEWAY_DATABASE_URL") or None,
-            data_dir=Path(env.get("GATEWAY_DATA_DIR") or DEFAULT_DATA_DIR),
-            request_deadline_ms=_env_int(env, "GATEWAY_REQUEST_DEADLINE_MS", DEFAULT_REQUEST_DEADLINE_MS),
-            max_outbound=_env_int(env, "GATEWAY_MAX_OUTBOUND", DEFAULT_MAX_OUTBOUND),
-            db_pool_min=_env_int(env, "GATEWAY_DB_POOL_MIN", DEFAULT_DB_POOL_MIN, minimum=0),
-            db_pool_max=_env_int(env, "GATEWAY_DB_POOL_MAX", DEFAULT_DB_POOL_MAX),
-            response_cache_ttl_ms=_env_int(
-                env, "GATEWAY_RESPONSE_CACHE_TTL_MS", DEFAULT_RESPONSE_CACHE_TTL_MS, minimum=0
-            ),
-            response_cache_mb=_env_int(env, "GATEWAY_RESPONSE_CACHE_MB", DEFAULT_RESPONSE_CACHE_MB),
-            persisted_only=_env_bool(env, "GATEWAY_PERSISTED_ONLY", DEFAULT_PERSISTED_ONLY),
-            persisted_max=_env_int(env, "GATEWAY_PERSISTED_MAX", DEFAULT_PERSISTED_MAX),
-        )
+        values = {var.field: var.read(env) for var in ENV_VARS}
+        return cls(sources=load_sources(path, env=env), sources_file=path, **values)
 
 
-def _env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"environment variable {name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"environment variable {name} must be >= {minimum}, got {value}")
-    return value
+@dataclass(frozen=True, slots=True)
+class EnvVar:
+    """One ``GATEWAY_*`` variable: the Settings field it sets, its default and type."""
+
+    name: str
+    field: str
+    default: object
+    kind: type = int
+    minimum: float = 1
+    choices: tuple[str, ...] = ()
+
+    def read(self, env: Mapping[str, str]) -> object:
+        raw = env.get(self.name)
+        if raw is None or raw == "":
+            return Path(self.default) if self.kind is Path and self.default is not None else self.default
+        if self.kind is bool:
+            if raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"environment variable {self.name} must be true or false, got {raw!r}")
+        if self.choices and raw not in self.choices:
+            raise ConfigError(f"environment variable {self.name} must be one of {', '.join(self.choices)}, got {raw!r}")
+        if self.kind in (str, Path):
+            return self.kind(raw)
+        try:
+            value = self.kind(raw)
+        except ValueError:
+            expected = "an integer" if self.kind is int else "a number"
+            raise ConfigError(f"environment variable {self.name} must be {expected}, got {raw!r}") from None
+        if value < self.minimum:
+            raise ConfigError(f"environment variable {self.name} must be >= {self.minimum:g}, got {value}")
+        return value
 
 
-def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"environment variable {name} must be true or false, got {raw!r}")
+#: Every setting from the environment (besides GATEWAY_SOURCES), with its default.
+#: deploy/gateway.env.example lists them all; a test keeps the two in step.
+ENV_VARS: tuple[EnvVar, ...] = (
+    EnvVar("GATEWAY_DATABASE_URL", "database_url", None, str),
+    EnvVar("GATEWAY_DATA_DIR", "data_dir", DEFAULT_DATA_DIR, Path),
+    EnvVar("GATEWAY_REQUEST_DEADLINE_MS", "request_deadline_ms", DEFAULT_REQUEST_DEADLINE_MS),
+    EnvVar("GATEWAY_MAX_OUTBOUND", "max_outbound", DEFAULT_MAX_OUTBOUND),
+    EnvVar("GATEWAY_DB_POOL_MIN", "db_pool_min", DEFAULT_DB_POOL_MIN, minimum=0),
+    EnvVar("GATEWAY_DB_POOL_MAX", "db_pool_max", DEFAULT_DB_POOL_MAX),
+    EnvVar("GATEWAY_DB_CONNECT_TIMEOUT_S", "db_connect_timeout_s", DEFAULT_DB_CONNECT_TIMEOUT_S, float, 0.1),
+    EnvVar("GATEWAY_DB_COMMAND_TIMEOUT_S", "db_command_timeout_s", DEFAULT_DB_COMMAND_TIMEOUT_S, float, 0.1),
+    EnvVar("GATEWAY_MEMORY_CACHE_ENTRIES", "memory_cache_entries", DEFAULT_MEMORY_CACHE_ENTRIES),
+    EnvVar("GATEWAY_OFFLOOP_PARSE_BYTES", "offloop_parse_bytes", DEFAULT_OFFLOOP_PARSE_BYTES, minimum=0),
+    EnvVar("GATEWAY_MAX_UPSTREAM_BODY_BYTES", "max_body_bytes", DEFAULT_MAX_BODY_BYTES),
+    EnvVar("GATEWAY_SHUTDOWN_DELAY_S", "shutdown_delay_s", DEFAULT_SHUTDOWN_DELAY_S, float, 0),
+    EnvVar("GATEWAY_LOG_FORMAT", "log_format", DEFAULT_LOG_FORMAT, str, choices=LOG_FORMATS),
+    EnvVar("GATEWAY_LOG_LEVEL", "log_level", DEFAULT_LOG_LEVEL, str, choices=LOG_LEVELS),
+    EnvVar("GATEWAY_RESPONSE_CACHE_TTL_MS", "response_cache_ttl_ms", DEFAULT_RESPONSE_CACHE_TTL_MS, minimum=0),
+    EnvVar("GATEWAY_RESPONSE_CACHE_MB", "response_cache_mb", DEFAULT_RESPONSE_CACHE_MB),
+    EnvVar("GATEWAY_PERSISTED_ONLY", "persisted_only", DEFAULT_PERSISTED_ONLY, bool),
+    EnvVar("GATEWAY_PERSISTED_MAX", "persisted_max", DEFAULT_PERSISTED_MAX),
+)
 
 
 # --- sources file -----------------------------------------------------------

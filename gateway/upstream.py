@@ -1,41 +1,41 @@
-"""The one shared HTTP client: timeouts, body limits and error mapping.
+"""The one HTTP path to upstreams: aiohttp, with one overall deadline per call, a
+body-size cap, and one table that maps transport errors to ours.
 
-httpx is the interface (tests inject an ``httpx`` transport, as httpx itself
-recommends); the default transport is aiohttp-backed (``httpx-aiohttp``) because
-httpcore's connection pool contends badly with hundreds of requests in flight.
+Why aiohttp and not httpx: ``tests/bench/bench_upstream.py`` measured httpx's own
+per-request work (URL parsing, header merging, the cookie jar, the response stream
+layers) at more CPU than aiohttp's whole request: httpx with its default transport
+reached 2% of raw aiohttp at 200 requests in flight, and 32% over an aiohttp
+transport. So production, the tests and the benchmark all send through this one
+client on one aiohttp session; there is no second, injectable path. Tests point it
+at real servers on 127.0.0.1.
 
-When the client is the one :func:`build_http_client` made with its default
-transport, :class:`UpstreamClient` sends through that transport's aiohttp session
-directly: httpx's own per-request work (URL parsing, header merging, the cookie
-jar, the response stream layers) costs more CPU than aiohttp's whole request, and
-``tests/bench/bench_upstream.py`` shows it would keep the gateway under half of
-aiohttp's throughput. Both paths share the connection pool, the headers, the
-timeouts, the redirect limit and the error mapping. Every failure leaves here as
-a :mod:`gateway.errors` ``UpstreamError`` with a stable code.
+Every failure leaves here as a :mod:`gateway.errors` ``UpstreamError``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
-import time
 import urllib.request
-import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import aiohttp
-import httpx
-from httpx_aiohttp import AiohttpTransport
+from multidict import CIMultiDictProxy
+from yarl import URL
 
 from gateway import __version__
-from gateway.errors import BadPayload, UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import BadPayload, UpstreamError, UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
+from gateway.resilience.clock import Clock
+from gateway.sources.base import RequestSpec
 
 USER_AGENT = f"news-gateway/{__version__}"
 KEEPALIVE_EXPIRY_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
 MAX_REDIRECTS = 5
+DNS_CACHE_S = 300
 DEFAULT_HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"}
 READ_CHUNK_BYTES = 64 * 1024
 
@@ -45,169 +45,110 @@ class UpstreamResponse:
     """A fully read upstream response (2xx or 304)."""
 
     status: int
-    headers: httpx.Headers
+    headers: CIMultiDictProxy[str]
     content: bytes
-    elapsed_ms: float
 
     @property
     def not_modified(self) -> bool:
         return self.status == 304
 
 
-class _SessionTransport(AiohttpTransport):
-    """httpx-aiohttp's transport, also lending its aiohttp session to UpstreamClient."""
-
-    def session(self) -> aiohttp.ClientSession:
-        # Created lazily (inside the running loop), exactly as handle_async_request
-        # does, so both paths share one pool and aclose() closes it either way.
-        if not isinstance(self.client, aiohttp.ClientSession):
-            self.client = self.get_client()
-        return self.client
-
-
-#: Clients made by build_http_client over the default transport -> that transport.
-_DIRECT: weakref.WeakKeyDictionary[httpx.AsyncClient, _SessionTransport] = weakref.WeakKeyDictionary()
+#: Transport errors -> ours, first match wins (the one mapping table, in the spirit of
+#: httpx's ``map_exceptions``); a subclass comes before its base. ``{host}``, ``{name}``
+#: (the exception's class) and ``{timeout_ms}`` are filled in. aiohttp's own timeouts
+#: (connect) subclass TimeoutError, and so does our overall deadline (asyncio.timeout).
+ERROR_MAP: tuple[tuple[type[BaseException], type[UpstreamError], str], ...] = (
+    (aiohttp.TooManyRedirects, UpstreamUnavailable, "too many redirects from {host}"),
+    (aiohttp.ServerTimeoutError, UpstreamTimeout, "{host} timed out ({name})"),
+    (aiohttp.ClientError, UpstreamUnavailable, "{host} unreachable ({name})"),
+    (TimeoutError, UpstreamTimeout, "no complete answer from {host} within {timeout_ms} ms"),
+    (OSError, UpstreamUnavailable, "{host} unreachable ({name})"),
+)
 
 
-def build_transport(max_connections: int) -> httpx.AsyncBaseTransport:
-    """The default transport: aiohttp underneath, httpx on top."""
-
-    def session_factory() -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            limit=max_connections,
-            limit_per_host=0,
-            keepalive_timeout=KEEPALIVE_EXPIRY_S,
-            ttl_dns_cache=300,
-        )
-        # Our own asyncio.timeout() bounds every call; aiohttp's default 5-minute
-        # total timeout must not fire first with a confusing error. The connect
-        # timeout and the default headers matter to the direct path only (httpx
-        # passes its own on every request it sends).
-        return aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
-            headers=DEFAULT_HEADERS,
-        )
-
-    return _SessionTransport(client=session_factory)
+_MAPPED = tuple(kind for kind, _, _ in ERROR_MAP)
 
 
-def build_http_client(max_connections: int, *, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    """Build the process-wide client. ``transport`` lets tests swap the network."""
-    transport = transport or build_transport(max_connections)
-    client = httpx.AsyncClient(
-        transport=transport,
-        headers=DEFAULT_HEADERS,
-        timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT_S),
-        limits=httpx.Limits(max_connections=max_connections, keepalive_expiry=KEEPALIVE_EXPIRY_S),
-        follow_redirects=True,
-        max_redirects=MAX_REDIRECTS,
-    )
-    # Proxies from the environment are httpx's business (aiohttp's trust_env would
-    # cost a thread hop per request), so they turn the direct path off.
-    if isinstance(transport, _SessionTransport) and not urllib.request.getproxies():
-        _DIRECT[client] = transport
-    return client
+@contextlib.contextmanager
+def map_errors(url: str, timeout_s: float) -> Iterator[None]:
+    """Turn whatever the transport raises into an ``UpstreamError``."""
+    try:
+        yield
+    except UpstreamError:
+        raise
+    except _MAPPED as exc:
+        for kind, ours, template in ERROR_MAP:
+            if isinstance(exc, kind):
+                message = template.format(host=_host(url), name=type(exc).__name__, timeout_ms=round(timeout_s * 1000))
+                raise ours(message) from None
+        raise  # unreachable: the except clause matched one of the kinds
 
 
 class UpstreamClient:
-    """GET with a hard overall timeout and a body-size cap, mapping every failure."""
+    """GET with a hard overall timeout and a body-size cap, mapping every failure.
+    One aiohttp session (and connection pool) per process, created lazily inside the
+    running loop."""
 
-    def __init__(self, client: httpx.AsyncClient, *, max_body_bytes: int) -> None:
-        self._client = client
+    def __init__(self, *, max_connections: int, max_body_bytes: int, clock: Clock) -> None:
+        self._max_connections = max_connections
         self._max_body_bytes = max_body_bytes
-        self._direct = _DIRECT.get(client)  # None: go through httpx (e.g. a test transport)
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                limit_per_host=0,
+                keepalive_timeout=KEEPALIVE_EXPIRY_S,
+                ttl_dns_cache=DNS_CACHE_S,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                # Our own asyncio.timeout() bounds every call; aiohttp's default
+                # 5-minute total must not fire first with a confusing error.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
+                headers=DEFAULT_HEADERS,
+                # Proxies from the environment (HTTP(S)_PROXY, NO_PROXY) only when some
+                # are set: trust_env also reads ~/.netrc on every request.
+                trust_env=bool(urllib.request.getproxies()),
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
-    async def get(
-        self,
-        url: str,
-        *,
-        timeout_s: float,
-        params: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        follow_redirects: bool = True,
-    ) -> UpstreamResponse:
-        """``follow_redirects=False`` for requests carrying a secret (an API key header
-        would follow a redirect to any host: only ``Authorization`` is stripped)."""
-        started = time.perf_counter()
-        if params:
-            # Added to the URL's own query (a source URL such as ...?sources=bbc-news
-            # keeps it); httpx's ``params=`` would replace that query instead.
-            url = str(httpx.URL(url).copy_merge_params(params))
-        try:
-            # One deadline for connect + headers + a slowly dripping body alike.
+    async def get(self, spec: RequestSpec, *, timeout_s: float) -> UpstreamResponse:
+        """Send ``spec`` (GET) and read the whole answer within ``timeout_s``: connect,
+        headers and a slowly dripping body alike."""
+        session = self._ensure_session()
+        with map_errors(spec.url, timeout_s):
             async with asyncio.timeout(timeout_s):
-                if self._direct is not None:
-                    status, resp_headers, content = await self._get_direct(
-                        self._direct, url, headers, follow_redirects
-                    )
-                else:
-                    async with self._client.stream(
-                        "GET", url, headers=headers, follow_redirects=follow_redirects
-                    ) as resp:
-                        content = await self._read_body(resp, url)
-                    status, resp_headers = resp.status_code, resp.headers
-        except TimeoutError:
-            raise UpstreamTimeout(f"no complete answer from {_host(url)} within {timeout_s * 1000:.0f} ms") from None
-        except httpx.TooManyRedirects:
-            raise UpstreamUnavailable(f"too many redirects from {_host(url)}") from None
-        except httpx.HTTPError as exc:
-            raise _map_transport_error(exc, url) from None
-        except aiohttp.ClientError as exc:  # anything the transport did not map
-            raise UpstreamUnavailable(f"{_host(url)}: {type(exc).__name__}") from None
-        elapsed_ms = (time.perf_counter() - started) * 1000
+                async with session.get(
+                    spec.url,
+                    headers=spec.headers or None,
+                    allow_redirects=spec.follow_redirects,
+                    max_redirects=MAX_REDIRECTS,
+                ) as resp:
+                    content = await self._read_body(resp, spec.url)
+        status = resp.status
         if status == 304 or 200 <= status < 300:
-            return UpstreamResponse(status, resp_headers, content, elapsed_ms)
+            return UpstreamResponse(status, resp.headers, content)
         raise UpstreamHTTPError(
             status,
-            f"{_host(url)} answered HTTP {status}",
-            retry_after_s=parse_retry_after(resp_headers.get("Retry-After")),
+            f"{_host(spec.url)} answered HTTP {status}",
+            retry_after_s=parse_retry_after(resp.headers.get("Retry-After"), now=self._clock.now()),
         )
 
-    async def _get_direct(
-        self,
-        transport: _SessionTransport,
-        url: str,
-        headers: Mapping[str, str] | None,
-        follow_redirects: bool,
-    ) -> tuple[int, httpx.Headers, bytes]:
-        """The same GET straight on aiohttp; aiohttp errors are mapped here.
-
-        (They must not reach get()'s ``except TimeoutError``: aiohttp's connect
-        timeout subclasses TimeoutError but is not our overall deadline.)
-        """
-        try:
-            async with transport.session().get(
-                url, headers=headers, allow_redirects=follow_redirects, max_redirects=MAX_REDIRECTS
-            ) as resp:
-                declared = resp.content_length
-                if declared is not None and declared > self._max_body_bytes:
-                    raise BadPayload(f"{_host(url)} sent {declared} bytes; the limit is {self._max_body_bytes}")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):  # decompressed
-                    size += len(chunk)
-                    if size > self._max_body_bytes:
-                        raise BadPayload(f"{_host(url)} sent more than {self._max_body_bytes} bytes")
-                    chunks.append(chunk)
-                return resp.status, httpx.Headers(resp.raw_headers), b"".join(chunks)
-        except aiohttp.TooManyRedirects:
-            raise UpstreamUnavailable(f"too many redirects from {_host(url)}") from None
-        except aiohttp.ServerTimeoutError:
-            raise UpstreamTimeout(f"{_host(url)} timed out") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailable(f"{_host(url)} unreachable ({type(exc).__name__})") from None
-
-    async def _read_body(self, resp: httpx.Response, url: str) -> bytes:
-        declared = resp.headers.get("Content-Length")
-        if declared and declared.isdigit() and int(declared) > self._max_body_bytes:
+    async def _read_body(self, resp: aiohttp.ClientResponse, url: str) -> bytes:
+        declared = resp.content_length
+        if declared is not None and declared > self._max_body_bytes:
             raise BadPayload(f"{_host(url)} sent {declared} bytes; the limit is {self._max_body_bytes}")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in resp.aiter_bytes():
+        async for chunk in resp.content.iter_chunked(READ_CHUNK_BYTES):  # decompressed
             size += len(chunk)
             if size > self._max_body_bytes:
                 raise BadPayload(f"{_host(url)} sent more than {self._max_body_bytes} bytes")
@@ -215,20 +156,7 @@ class UpstreamClient:
         return b"".join(chunks)
 
 
-def _map_transport_error(exc: httpx.HTTPError, url: str) -> Exception:
-    # httpx-aiohttp maps every aiohttp ClientConnectionError (refused, reset,
-    # server disconnected) to httpx.ConnectTimeout; look at the cause to tell a
-    # genuine timeout from a dead peer.
-    cause = exc.__cause__
-    if isinstance(cause, aiohttp.ServerTimeoutError | asyncio.TimeoutError) or (
-        cause is None and isinstance(exc, httpx.TimeoutException)
-    ):
-        return UpstreamTimeout(f"{_host(url)} timed out")
-    detail = type(cause).__name__ if cause is not None else type(exc).__name__
-    return UpstreamUnavailable(f"{_host(url)} unreachable ({detail})")
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     """``Retry-After`` as seconds (delta-seconds or an HTTP date); None when absent or bad."""
     if not value:
         return None
@@ -241,12 +169,11 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    now = now or datetime.now(timezone.utc)
     return max(0.0, (when - now).total_seconds())
 
 
 def _host(url: str) -> str:
     try:
-        return httpx.URL(url).host or url
-    except httpx.InvalidURL:
+        return URL(url).host or url
+    except ValueError:
         return url

@@ -6,8 +6,8 @@ import pytest
 
 from gateway.errors import CircuitOpen
 from gateway.resilience.breaker import BreakerState, CircuitBreaker
-from gateway.resilience.clock import FakeClock
 from gateway.settings import BreakerSettings
+from tests.clock import FakeClock
 
 
 def make(**kw: float) -> tuple[CircuitBreaker, FakeClock, list[tuple[str, str]]]:

@@ -55,7 +55,7 @@ async def test_ten_aliased_articles_by_id_are_one_sql_query(gw3: RunningGateway)
     assert len(ids) == 10
     aliases = " ".join(f'a{i}: article(id: "{article_id}") {{ id title }}' for i, article_id in enumerate(ids))
     db = gw3.services.db
-    await gw3.services.source_service.drain(timeout_s=5)  # the first query's cache writes
+    await gw3.services.source_service.tasks.drain(timeout_s=5)  # the first query's cache writes
     db.query_log = []
     result = await gw3.data("{ " + aliases + ' missing: article(id: "a_nope") { id } }')
     assert db.query_log is not None and len(db.query_log) == 1, "\n---\n".join(db.query_log)
@@ -172,7 +172,7 @@ async def test_failing_optional_source_shows_only_in_sources(gw3: RunningGateway
     data = await gw3.data("{ articles(first: 100) { nodes { source { id } } sources { source { id } status error { code } } } }")
     by_id = {s["source"]["id"]: s for s in data["articles"]["sources"]}
     assert by_id["tech"]["status"] == "FAILED"
-    assert by_id["tech"]["error"]["code"] == "UPSTREAM_HTTP_500"
+    assert by_id["tech"]["error"]["code"] == "UPSTREAM_HTTP_ERROR"
     assert by_id["bbc"]["status"] == "FRESH" and by_id["world"]["status"] == "FRESH"
     assert {n["source"]["id"] for n in data["articles"]["nodes"]} == {"bbc", "world"}
 
@@ -258,7 +258,7 @@ async def test_articles_of_a_removed_source_still_resolve(
     async with RunningGateway(create_app(make_settings(sources_of(demo.url, *THREE)))) as gw:
         data = await gw.data('{ articles(sources: ["tech"], first: 1) { nodes { id } } }')
         article_id = data["articles"]["nodes"][0]["id"]
-        await gw.services.source_service.drain(timeout_s=5)
+        await gw.services.source_service.tasks.drain(timeout_s=5)
     # the operator removed "tech" from the sources file; the article is still in Postgres
     async with RunningGateway(create_app(make_settings(sources_of(demo.url, THREE[0])))) as gw:
         result = await gw.query(

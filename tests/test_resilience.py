@@ -16,15 +16,15 @@ import pytest
 
 from gateway.app import create_app
 from gateway.demo.server import DemoServer
-from gateway.resilience.clock import FakeClock
 from gateway.settings import Settings
 from gateway.store import cache as cache_queries
 from gateway.store import leases as lease_queries
 from gateway.store.migrate import migrate
+from tests.clock import FakeClock
 from tests.conftest import sources_of
 from tests.helpers import RunningGateway
 
-QUERY = "{ articles(first: 5) { nodes { id } sources { source { id } status ageSeconds error { code } } } }"
+QUERY = "{ articles(first: 5) { nodes { id } sources { source { id } status ageSeconds latencyMs error { code } } } }"
 
 
 def three(**extra: object) -> tuple[dict, ...]:
@@ -40,6 +40,10 @@ def statuses(data: dict) -> dict[str, str]:
     return {s["source"]["id"]: s["status"] for s in data["articles"]["sources"]}
 
 
+def latencies(data: dict) -> dict[str, int]:
+    return {s["source"]["id"]: s["latencyMs"] for s in data["articles"]["sources"]}
+
+
 def errors(data: dict) -> dict[str, str | None]:
     return {s["source"]["id"]: (s["error"] or {}).get("code") for s in data["articles"]["sources"]}
 
@@ -48,12 +52,10 @@ async def test_deadline_returns_what_finished(demo: DemoServer, make_settings: C
     demo.control.set_fault("feeds.rss:tech", fault="hang")
     settings = make_settings(sources_of(demo.url, *three(timeout_ms=5000)), request_deadline_ms=600)
     async with RunningGateway(create_app(settings)) as gw:
-        started = time.perf_counter()
         data = await gw.data(QUERY)
-        elapsed = time.perf_counter() - started
         assert statuses(data) == {"bbc": "FRESH", "tech": "TIMEOUT", "world": "FRESH"}
         assert errors(data)["tech"] == "DEADLINE_EXCEEDED"
-        assert 0.55 < elapsed < 1.3  # the deadline, not the 5 s source timeout
+        assert 550 <= latencies(data)["tech"] < 5000  # the deadline, not the 5 s source timeout
         # our own deadline is not the upstream's fault
         assert gw.services.breakers["tech"].snapshot().failures == 0
 
@@ -72,10 +74,9 @@ async def test_slow_drip_body_is_bounded_by_the_timeout(demo: DemoServer, make_s
     demo.control.set_fault("feeds.atom:world", fault="drip", drip_delay_ms=200, drip_chunks=20)
     settings = make_settings(sources_of(demo.url, *three(timeout_ms=500)))
     async with RunningGateway(create_app(settings)) as gw:
-        started = time.perf_counter()
         data = await gw.data(QUERY)
-        assert time.perf_counter() - started < 1.5
     assert errors(data)["world"] == "UPSTREAM_TIMEOUT"
+    assert latencies(data)["world"] < 4000  # the timeout, not the 20 x 200 ms drip
 
 
 async def test_singleflight_one_upstream_call_for_a_cold_stampede(
@@ -96,8 +97,8 @@ async def test_two_workers_on_one_database_make_one_call_per_source(
     demo.control.set_fault("*", latency_ms=300)
     settings = make_settings(sources_of(demo.url, *three()))
     async with RunningGateway(create_app(settings)) as a, RunningGateway(create_app(settings)) as b:
-        await asyncio.wait_for(a.services.source_service.listener.connected.wait(), 5)  # type: ignore[union-attr]
-        await asyncio.wait_for(b.services.source_service.listener.connected.wait(), 5)  # type: ignore[union-attr]
+        await asyncio.wait_for(a.services.listener.connected.wait(), 5)  # type: ignore[union-attr]
+        await asyncio.wait_for(b.services.listener.connected.wait(), 5)  # type: ignore[union-attr]
         results = await asyncio.gather(*(gw.data(QUERY) for gw in (a, b) for _ in range(20)))
     assert demo.control.stats()["total"] == 3
     assert all(r["articles"]["nodes"] for r in results)
@@ -112,7 +113,7 @@ async def test_a_cold_refresh_costs_one_statement_plus_two_per_source(
     one ends the lease."""
     settings = make_settings(sources_of(demo.url, *three()))
     async with RunningGateway(create_app(settings)) as gw:
-        listener = gw.services.source_service.listener
+        listener = gw.services.listener
         assert listener is not None
         await asyncio.wait_for(listener.connected.wait(), 5)
         db = gw.services.db
@@ -120,8 +121,8 @@ async def test_a_cold_refresh_costs_one_statement_plus_two_per_source(
             written = [stack.enter_context(listener.watch(s, "latest")) for s in ("bbc", "tech", "world")]
             db.query_log = []
             data = await gw.data(QUERY)
-            await gw.services.source_service.drain(timeout_s=5)
-            await asyncio.wait_for(asyncio.gather(*(w.wait() for w in written)), 2)
+            await gw.services.source_service.tasks.drain(timeout_s=5)
+            await asyncio.wait_for(asyncio.gather(*(w.event.wait() for w in written)), 2)
         assert set(statuses(data).values()) == {"FRESH"}
         log = db.query_log
         assert len(log) == 7, "\n---\n".join(log)
@@ -181,11 +182,11 @@ async def test_one_refused_key_does_not_fail_the_others_in_its_batch(
 ) -> None:
     """Cold keys of different requests share a bid statement; an error that is not
     the database being away (a value it refuses, say) must stay with its own key."""
-    from gateway.service import _LeaseBids
+    from gateway.service.coordinator import LeaseBids
 
     async with RunningGateway(create_app(make_settings(sources_of(demo.url, three()[0])))) as gw:
         service = gw.services.source_service
-        real = service._read_and_lease_many
+        real = service.coordinator._read_and_bid_many
         batches: list[list[tuple[str, str]]] = []
 
         async def refusing(keys):  # type: ignore[no-untyped-def]
@@ -194,7 +195,7 @@ async def test_one_refused_key_does_not_fail_the_others_in_its_batch(
                 raise ValueError("refused by the database")
             return await real(keys)
 
-        bids = _LeaseBids(refusing)
+        bids = LeaseBids(refusing)
         good, bad = await asyncio.gather(
             bids.load(("bbc", "latest")), bids.load(("bbc", "q=poison")), return_exceptions=True
         )
@@ -208,7 +209,7 @@ async def test_pooled_connections_open_with_the_hot_statements_prepared(
 ) -> None:
     """A statement's first use on a connection would otherwise cost a Parse round-trip
     first; under a burst that wait delayed the lease bid and the peer-awaited write."""
-    from gateway.service import STATEMENTS
+    from gateway.store import HOT_STATEMENTS
 
     async with RunningGateway(create_app(make_settings(sources_of(demo.url, three()[0])))) as gw:
         pool = gw.services.db.pool
@@ -216,7 +217,7 @@ async def test_pooled_connections_open_with_the_hot_statements_prepared(
         try:
             for conn in conns:
                 prepared = {r["statement"] for r in await conn.fetch("SELECT statement FROM pg_prepared_statements")}
-                assert set(STATEMENTS) <= prepared
+                assert set(HOT_STATEMENTS) <= prepared
         finally:
             for conn in conns:
                 await pool.release(conn)
@@ -230,10 +231,20 @@ async def test_cache_listener_wakes_waiters_on_the_refresh_write(database_url: s
     try:
         await asyncio.wait_for(listener.connected.wait(), 5)
         async with migrated_connection(database_url) as conn:
-            with listener.watch("src", "latest") as event, listener.watch("src", "other") as other:
+            with listener.watch("src", "latest") as watch, listener.watch("src", "other") as other:
                 await cache_queries.put_refreshed(conn, empty_row("src"))
-                await asyncio.wait_for(event.wait(), 1)
-                assert not other.is_set()
+                await asyncio.wait_for(watch.event.wait(), 1)
+                assert watch.failure is None
+                assert not other.event.is_set()
+                # A failed refresh: the lease holder releases and says why, in one statement.
+                await lease_queries.try_acquire(conn, "src", "other", "holder-a", 10)
+                await lease_queries.release_failed(conn, "src", "other", "holder-a", "UPSTREAM_HTTP_ERROR", 503)
+                await asyncio.wait_for(other.event.wait(), 1)
+                assert other.failure == ("UPSTREAM_HTTP_ERROR", 503)
+                # Released by somebody else's failure: no lease of ours, no NOTIFY.
+                watch.event.clear()
+                await lease_queries.release_failed(conn, "src", "latest", "holder-b", "UPSTREAM_TIMEOUT", None)
+                assert await conn.fetchval("SELECT count(*) FROM fetch_leases") == 0
     finally:
         await listener.aclose()
 
@@ -250,7 +261,7 @@ async def test_breaker_opens_serves_stale_then_probes_and_recovers(
             clock.advance(25)
             data = await gw.data(QUERY)
             assert statuses(data)["tech"] == "STALE"
-            assert errors(data)["tech"] == "UPSTREAM_HTTP_500"
+            assert errors(data)["tech"] == "UPSTREAM_HTTP_ERROR"
         assert gw.services.breakers["tech"].state.value == "OPEN"
         calls = demo.control.count("feeds.rss")
         clock.advance(25)
@@ -302,12 +313,11 @@ async def test_stale_while_revalidate_answers_at_once_and_refreshes_once(
         await gw.data(QUERY)
         demo.control.set_fault("*", latency_ms=400)
         clock.advance(12)  # past the TTL, within the revalidate window
-        started = time.perf_counter()
         results = await asyncio.gather(*(gw.data(QUERY) for _ in range(10)))
-        assert time.perf_counter() - started < 0.39  # nobody waited for the 400 ms upstream
+        # nobody waited for the 400 ms upstream: every answer is the cached copy
         assert all(set(statuses(r).values()) == {"STALE"} for r in results)
         assert {s["ageSeconds"] for r in results for s in r["articles"]["sources"]} == {12}
-        await asyncio.sleep(0.8)  # the background refreshes land
+        await gw.services.source_service.settle(timeout_s=5)  # the background refreshes land
         assert demo.control.stats()["total"] == 6  # 3 cold + exactly 1 refresh per source
         data = await gw.data(QUERY)
         assert set(statuses(data).values()) == {"CACHED"}
@@ -336,7 +346,7 @@ async def test_stale_if_error_up_to_max_stale(demo: DemoServer, make_settings: C
         data = await gw.data(QUERY)
         bbc = next(s for s in data["articles"]["sources"] if s["source"]["id"] == "bbc")
         assert bbc["status"] == "STALE" and bbc["ageSeconds"] == 50
-        assert bbc["error"]["code"] == "UPSTREAM_HTTP_503"
+        assert bbc["error"]["code"] == "UPSTREAM_HTTP_ERROR"
         clock.advance(60)  # older than max_stale_s: no longer served
         data = await gw.data(QUERY)
         assert statuses(data)["bbc"] == "FAILED"
@@ -392,7 +402,8 @@ async def test_bulkhead_rejections_do_not_count_against_the_breaker(
         data = await gw.data("{ articles(first: 30) { sources { status error { code } } } }")
         # 30 item calls, one at a time, 200 ms each, 700 ms deadline: most wait in the bulkhead
         assert data["articles"]["sources"][0]["status"] == "TIMEOUT"
-        await asyncio.sleep(0.5)  # the refresh runs on until its own budget rejects the rest
+        # the refresh runs on until its own budget rejects the rest
+        await gw.services.source_service.settle(timeout_s=5)
         assert gw.services.breakers["hn"].state.value == "CLOSED"
         assert gw.services.breakers["hn"].snapshot().failures == 0
 
@@ -406,15 +417,15 @@ async def test_postgres_outage_degrades_and_recovers(
 
     pg = EmbeddedPostgres(tmp_path / "own-pg")
     url = await pg.start()
+    clock = FakeClock()
     try:
         settings = make_settings(sources_of(demo.url, *three(ttl_s=1)), database_url=url)
-        async with RunningGateway(create_app(settings)) as gw:
+        async with RunningGateway(create_app(settings, clock=clock)) as gw:
             assert set(statuses(await gw.data(QUERY)).values()) == {"FRESH"}
+            await gw.services.source_service.settle(timeout_s=5)
             await pg.stop()
-            await asyncio.sleep(1.1)  # the cached copy expires
-            started = time.perf_counter()
+            clock.advance(2.1)  # the cached copy expires, and its revalidate window too
             results = await asyncio.gather(*(gw.data(QUERY) for _ in range(5)))
-            assert time.perf_counter() - started < 3.0
             for r in results:
                 assert r["articles"]["nodes"], r
             health = await gw.data("{ health { status database { ok error } } }")
@@ -422,22 +433,20 @@ async def test_postgres_outage_degrades_and_recovers(
             assert await pg.start() == url
             # pooled connections from before the restart are dead: the first query
             # retries on a fresh one instead of failing
-            assert await gw.services.db.ping(timeout_s=2) > 0
-            back = time.perf_counter()
-            while True:
+            await gw.services.db.ping(timeout_s=2)  # raises unless it answers
+            for _ in range(20):  # health checks ignore the back-off: the first may already pass
                 health = await gw.data("{ health { status database { ok } } }")
                 if health["health"]["database"]["ok"]:
                     break
-                assert time.perf_counter() - back < 2.0, "pool did not recover within 2 s"
                 await asyncio.sleep(0.1)
-            assert health["health"]["status"] == "OK"
-            recovered_at = datetime.now(timezone.utc)
-            await asyncio.sleep(2.1)  # past TTL and revalidate window: a blocking refresh
+            assert health["health"]["status"] == "OK", "the pool did not recover"
+            clock.advance(2.1)  # past TTL and revalidate window (and the back-off): a blocking refresh
+            recovered_at = clock.now()
             data = await gw.data(QUERY)
             assert set(statuses(data).values()) == {"FRESH"}
-            await gw.services.source_service.drain(timeout_s=5)  # the write-behind
+            await gw.services.source_service.tasks.drain(timeout_s=5)  # the write-behind
             rows = await gw.services.db.run(
-                lambda c: c.fetchval("SELECT count(*) FROM fetch_cache WHERE fetched_at > $1", recovered_at)
+                lambda c: c.fetchval("SELECT count(*) FROM fetch_cache WHERE fetched_at >= $1", recovered_at)
             )
             assert rows == 3  # and the cache is written again
     finally:

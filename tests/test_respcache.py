@@ -11,7 +11,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.demo.server import DemoServer
-from gateway.resilience.clock import FakeClock
+from tests.clock import FakeClock
 from gateway.respcache import PARTIAL_TTL_S, Answer, ResponseCache
 from gateway.settings import Settings
 from tests.conftest import sources_of
@@ -30,7 +30,7 @@ def _cache(gw: RunningGateway) -> ResponseCache:
 async def _warm(gw: RunningGateway) -> None:
     """First answer is FRESH (not stored: the next would say CACHED). Returns once the
     NOTIFY of that fetch's cache write came back, so it cannot drop a later entry."""
-    listener = gw.services.source_service.listener
+    listener = gw.services.listener
     await asyncio.wait_for(listener.connected.wait(), 10)
     cache = _cache(gw)
     seen = cache.notified
@@ -130,7 +130,7 @@ async def test_a_refresh_by_another_process_invalidates(settings: Callable[..., 
     async with RunningGateway(create_app(settings(response_cache_ttl_ms=600_000), clock=clock_a)) as a, \
             RunningGateway(create_app(settings(response_cache_ttl_ms=600_000), clock=clock_b)) as b:
         for gw in (a, b):
-            await asyncio.wait_for(gw.services.source_service.listener.connected.wait(), 10)
+            await asyncio.wait_for(gw.services.listener.connected.wait(), 10)
         await _warm(a)
         await a.data(QUERY, {"first": 3})
         cache_a = _cache(a)

@@ -95,3 +95,20 @@ def test_check_sources_command(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "1 source(s): bbc" in proc.stdout
+
+
+def test_the_env_example_lists_every_variable_with_its_default() -> None:
+    import re
+
+    from gateway.settings import ENV_VARS
+
+    example = Path(__file__).resolve().parent.parent / "deploy" / "gateway.env.example"
+    listed = dict(re.findall(r"^#? ?(GATEWAY_[A-Z0-9_]+)=(.*)$", example.read_text(), re.M))
+    known = {var.name: var for var in ENV_VARS}
+    assert set(listed) == {*known, "GATEWAY_SOURCES"}
+    for name, value in listed.items():
+        var = known.get(name)
+        if var is not None and var.default is not None:  # None: the line shows an example instead
+            default = str(var.default).lower() if isinstance(var.default, bool) else str(var.default)
+            assert value == default, f"{name}: the example says {value}, the default is {var.default}"
+            assert Settings.from_env({name: value}) == Settings.from_env({})  # and it parses as the default

@@ -1,5 +1,5 @@
-"""The shared upstream client against real local servers: the production (direct
-aiohttp) path and the injected-transport (httpx) path must behave alike."""
+"""The one upstream HTTP path against a real local server: statuses, redirects, body
+caps, decoding, timeouts and dead peers, each mapped to the gateway's errors."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import gzip
 import json
 import socket
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 
-import httpx
 import pytest
 from aiohttp import web
-from httpx_aiohttp import AiohttpTransport
 
 from gateway.errors import BadPayload, UpstreamHTTPError, UpstreamTimeout, UpstreamUnavailable
-from gateway.upstream import UpstreamClient, build_http_client, parse_retry_after
+from gateway.sources.base import RequestSpec, with_query
+from gateway.upstream import ERROR_MAP, UpstreamClient, parse_retry_after
+from tests.clock import FakeClock
 
 LIMIT = 10_000
 
@@ -62,72 +63,80 @@ async def server() -> AsyncIterator[str]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     yield f"http://127.0.0.1:{port}"
     await runner.cleanup()
 
 
-@pytest.fixture(params=["direct", "httpx"])
-async def client(request: pytest.FixtureRequest) -> AsyncIterator[UpstreamClient]:
-    if request.param == "direct":
-        http = build_http_client(20)
-    else:  # what an injected transport gets: the same aiohttp transport, through httpx
-        http = build_http_client(20, transport=AiohttpTransport())
-    c = UpstreamClient(http, max_body_bytes=LIMIT)
-    assert (c._direct is not None) == (request.param == "direct")  # noqa: SLF001
+@pytest.fixture
+async def client() -> AsyncIterator[UpstreamClient]:
+    c = UpstreamClient(max_connections=20, max_body_bytes=LIMIT, clock=FakeClock())
     yield c
     await c.aclose()
 
 
+def get(client: UpstreamClient, url: str, *, timeout_s: float, follow_redirects: bool = True):  # type: ignore[no-untyped-def]
+    return client.get(RequestSpec(url, follow_redirects=follow_redirects), timeout_s=timeout_s)
+
+
 async def test_params_are_added_to_the_urls_own_query(server: str, client: UpstreamClient) -> None:
-    resp = await client.get(f"{server}/echo?sources=bbc-news", timeout_s=2, params={"pageSize": "5", "q": "a b&c"})
+    url = with_query(f"{server}/echo?sources=bbc-news&pageSize=1", {"pageSize": "5", "q": "a b&c"})
+    resp = await get(client, url, timeout_s=2)
     body = json.loads(resp.content)
     assert body["query"] == {"sources": "bbc-news", "pageSize": "5", "q": "a b&c"}
     assert body["ua"].startswith("news-gateway/")
 
 
 async def test_statuses_and_errors(server: str, client: UpstreamClient) -> None:
-    assert (await client.get(f"{server}/304", timeout_s=2)).not_modified
+    assert (await get(client, f"{server}/304", timeout_s=2)).not_modified
     with pytest.raises(UpstreamHTTPError) as info:
-        await client.get(f"{server}/503", timeout_s=2)
-    assert info.value.code == "UPSTREAM_HTTP_503" and info.value.retry_after_s == 7 and info.value.retryable
+        await get(client, f"{server}/503", timeout_s=2)
+    assert info.value.code == "UPSTREAM_HTTP_ERROR" and info.value.retry_after_s == 7 and info.value.retryable
     with pytest.raises(UpstreamHTTPError, match="HTTP 404"):
-        await client.get(f"{server}/nope", timeout_s=2)
-    assert b"redirect" in (await client.get(f"{server}/redirect", timeout_s=2)).content
+        await get(client, f"{server}/nope", timeout_s=2)
+    assert b"redirect" in (await get(client, f"{server}/redirect", timeout_s=2)).content
     with pytest.raises(UpstreamUnavailable, match="redirect"):
-        await client.get(f"{server}/loop", timeout_s=2)
+        await get(client, f"{server}/loop", timeout_s=2)
 
 
 async def test_body_limits_and_decoding(server: str, client: UpstreamClient) -> None:
     with pytest.raises(BadPayload):
-        await client.get(f"{server}/big", timeout_s=2)
+        await get(client, f"{server}/big", timeout_s=2)
     with pytest.raises(BadPayload):
-        await client.get(f"{server}/big-chunked", timeout_s=2)
-    assert (await client.get(f"{server}/gzip", timeout_s=2)).content == b"hello " * 100
+        await get(client, f"{server}/big-chunked", timeout_s=2)
+    assert (await get(client, f"{server}/gzip", timeout_s=2)).content == b"hello " * 100
 
 
 async def test_timeouts_and_dead_peers(server: str, client: UpstreamClient) -> None:
     with pytest.raises(UpstreamTimeout):
-        await client.get(f"{server}/slow", timeout_s=0.2)
+        await get(client, f"{server}/slow", timeout_s=0.2)
     with pytest.raises(UpstreamUnavailable):
-        await client.get(f"{server}/cut", timeout_s=2)
+        await get(client, f"{server}/cut", timeout_s=2)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         free = s.getsockname()[1]
     with pytest.raises(UpstreamUnavailable):
-        await client.get(f"http://127.0.0.1:{free}/", timeout_s=2)
+        await get(client, f"http://127.0.0.1:{free}/", timeout_s=2)
 
 
 def test_retry_after_parsing() -> None:
-    assert parse_retry_after("120") == 120
-    assert parse_retry_after("garbage") is None
-    assert parse_retry_after(None) is None
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
-    assert httpx  # the interface stays httpx
+    now = datetime(2015, 10, 21, 7, 27, tzinfo=timezone.utc)
+    assert parse_retry_after("120", now=now) == 120
+    assert parse_retry_after("garbage", now=now) is None
+    assert parse_retry_after(None, now=now) is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=now) == 60.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:20:00 GMT", now=now) == 0.0
+
+
+def test_one_error_table_ends_with_the_catch_alls() -> None:
+    """First match wins: specific aiohttp errors come before their base classes."""
+    kinds = [kind for kind, _, _ in ERROR_MAP]
+    for i, kind in enumerate(kinds):
+        assert not any(issubclass(kind, earlier) for earlier in kinds[:i]), f"{kind} is shadowed"
 
 
 async def test_redirects_can_be_refused(server: str, client: UpstreamClient) -> None:
     """Requests carrying an API key must not follow a redirect to another host."""
     with pytest.raises(UpstreamHTTPError) as info:
-        await client.get(f"{server}/redirect", timeout_s=2, follow_redirects=False)
-    assert info.value.status == 302
+        await get(client, f"{server}/redirect", timeout_s=2, follow_redirects=False)
+    assert info.value.http_status == 302

@@ -30,17 +30,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import strawberry
+
 from gateway.errors import CircuitOpen
-from gateway.resilience.clock import Clock, SystemClock
+from gateway.resilience.clock import Clock
 from gateway.settings import BreakerSettings
 
 log = logging.getLogger("gateway.breaker")
 
 
+@strawberry.enum(description="State of a source's circuit breaker.")
 class BreakerState(enum.Enum):
-    CLOSED = "CLOSED"
-    OPEN = "OPEN"
-    HALF_OPEN = "HALF_OPEN"
+    CLOSED = strawberry.enum_value("CLOSED", description="Calls flow normally.")
+    OPEN = strawberry.enum_value("OPEN", description="Calls are not made; cached copies are served.")
+    HALF_OPEN = strawberry.enum_value("HALF_OPEN", description="A limited number of probe calls test recovery.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +69,12 @@ class CircuitBreaker:
         name: str,
         settings: BreakerSettings,
         *,
-        clock: Clock | None = None,
+        clock: Clock,
         on_state_change: StateListener | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
-        self._clock = clock or SystemClock()
+        self._clock = clock
         self._listener = on_state_change
         self._state = BreakerState.CLOSED
         self._generation = 0

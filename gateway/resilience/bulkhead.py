@@ -18,10 +18,6 @@ class Bulkhead:
         self.limit = limit
         self._sem = asyncio.Semaphore(limit)
 
-    @property
-    def in_use(self) -> int:
-        return self.limit - self._sem._value  # noqa: SLF001 - asyncio exposes no getter
-
     @asynccontextmanager
     async def slot(self, *, timeout_s: float) -> AsyncIterator[None]:
         """Hold one slot; raise :class:`BulkheadFull` if none frees up within ``timeout_s``."""

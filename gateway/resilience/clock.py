@@ -1,4 +1,7 @@
-"""Injectable time: monotonic for durations, wall for timestamps shown to clients."""
+"""Injectable time: monotonic for durations and decisions, wall for timestamps shown
+to clients. Everything that decides by time takes a :class:`Clock`; this module and
+the CLI are the only places that read the system's clocks. Tests step a fake one
+(``tests/clock.py``)."""
 
 from __future__ import annotations
 
@@ -21,22 +24,3 @@ class SystemClock:
 
     def now(self) -> datetime:
         return datetime.now(timezone.utc)
-
-
-class FakeClock:
-    """A clock tests move by hand: ``clock.advance(30)``."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self._mono = 1000.0
-        self._wall = start or datetime(2026, 1, 1, tzinfo=timezone.utc)
-
-    def monotonic(self) -> float:
-        return self._mono
-
-    def now(self) -> datetime:
-        from datetime import timedelta
-
-        return self._wall + timedelta(seconds=self._mono - 1000.0)
-
-    def advance(self, seconds: float) -> None:
-        self._mono += seconds

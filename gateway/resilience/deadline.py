@@ -3,22 +3,24 @@ a GraphQL request starts, so waiting in a queue counts against it too."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+
+from gateway.resilience.clock import Clock
 
 
 @dataclass(frozen=True, slots=True)
 class Deadline:
-    at: float  # time.monotonic() value
+    at: float  # a clock.monotonic() value
+    clock: Clock
 
     @classmethod
-    def after(cls, seconds: float) -> Deadline:
-        return cls(time.monotonic() + seconds)
+    def after(cls, seconds: float, clock: Clock) -> Deadline:
+        return cls(clock.monotonic() + seconds, clock)
 
     def remaining(self) -> float:
         """Seconds left, never negative."""
-        return max(0.0, self.at - time.monotonic())
+        return max(0.0, self.at - self.clock.monotonic())
 
-    @property
-    def expired(self) -> bool:
-        return time.monotonic() >= self.at
+    def within(self, seconds: float) -> Deadline:
+        """The earlier of this deadline and ``seconds`` from now."""
+        return Deadline(min(self.at, self.clock.monotonic() + seconds), self.clock)

@@ -25,6 +25,11 @@ class SingleFlight(Generic[T]):
     def in_flight(self, key: Hashable) -> bool:
         return key in self._calls
 
+    async def wait_idle(self, *, timeout_s: float) -> None:
+        """Wait (bounded) for the calls in flight now to finish, however they end."""
+        if self._calls and timeout_s > 0:
+            await asyncio.wait(list(self._calls.values()), timeout=timeout_s)
+
     def start(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
         """Return the task for ``key``, starting ``fn()`` if none is in flight."""
         task = self._calls.get(key)

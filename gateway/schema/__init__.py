@@ -13,6 +13,7 @@ from strawberry.schema.types.base_scalars import DateTimeDefinition
 from strawberry.types import ExecutionContext
 
 from gateway.documents import DOCUMENT_CACHE_SIZE, CachedDocuments, DocumentCache, limit_rules
+from gateway.ops.operations import OperationObserver
 from gateway.schema.errors import ErrorCodes
 from gateway.schema.query import Query
 
@@ -49,7 +50,7 @@ def build_schema(**kwargs: Any) -> GatewaySchema:
     rules = limit_rules(max_depth=MAX_QUERY_DEPTH, max_aliases=MAX_ALIASES)
     schema = GatewaySchema(
         query=Query,
-        extensions=[ErrorCodes, lambda: CachedDocuments(documents, rules, MAX_TOKENS)],
+        extensions=[ErrorCodes, OperationObserver, lambda: CachedDocuments(documents, rules, MAX_TOKENS)],
         scalar_overrides={datetime: DATETIME},
         **kwargs,
     )

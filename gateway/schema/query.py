@@ -13,7 +13,7 @@ from gateway.errors import BadUserInput, CriticalSourceFailed, DatabaseUnavailab
 from gateway.loaders import FeedKey
 from gateway.outcomes import SourceOutcome
 from gateway.paging import Stream, decode_cursor, merge_page
-from gateway.resilience.breaker import BreakerState as DomainBreakerState
+from gateway.resilience.breaker import BreakerState
 from gateway.schema.types import (
     Article,
     ArticleConnection,
@@ -139,18 +139,24 @@ class Query:
             db_health = DependencyHealth(ok=False, latency_ms=None, error=exc.message)
         source_health: list[SourceHealth] = []
         open_count = 0
+        failing_count = 0  # sources whose last refresh failed
         for config in services.settings.sources:
             snap = services.breakers[config.id].snapshot()
-            if snap.state is not DomainBreakerState.CLOSED:
-                open_count += 1
             stats = services.source_service.stats[config.id]
+            failing = stats.last_error_at is not None and (
+                stats.last_success_at is None or stats.last_error_at > stats.last_success_at
+            )
+            if snap.state is not BreakerState.CLOSED:
+                open_count += 1
+            if failing:
+                failing_count += 1
             last = stats.last_error
             source_health.append(
                 SourceHealth(
                     source=Source.of(config),
                     breaker=Breaker.of(snap),
                     last_success_at=stats.last_success_at,
-                    last_error=SourceError(code=last.code, message=last.message) if last else None,
+                    last_error=SourceError.of(last) if last else None,
                     last_error_at=stats.last_error_at,
                     upstream_calls=stats.upstream_calls,
                     not_modified=stats.not_modified,
@@ -159,7 +165,7 @@ class Query:
             )
         if not db_health.ok and open_count == len(source_health):
             status = HealthStatus.DOWN
-        elif not db_health.ok or open_count:
+        elif not db_health.ok or open_count or failing_count:
             status = HealthStatus.DEGRADED
         else:
             status = HealthStatus.OK

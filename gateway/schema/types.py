@@ -15,11 +15,12 @@ from typing import Annotated
 import strawberry
 
 from gateway.context import GatewayContext
-from gateway.errors import BadUserInput
-from gateway.outcomes import SourceOutcome
+from gateway.errors import BadUserInput, SourceErrorCode
+from gateway.errors import SourceError as DomainSourceError
+from gateway.outcomes import SourceOutcome, SourceStatus
 from gateway.paging import encode_cursor
-from gateway.resilience.breaker import BreakerSnapshot
-from gateway.settings import MAX_FIRST, SourceConfig
+from gateway.resilience.breaker import BreakerSnapshot, BreakerState
+from gateway.settings import MAX_FIRST, SourceConfig, SourceKind
 from gateway.sources.base import HNItem, NormalizedArticle
 
 Info = strawberry.Info[GatewayContext, None]
@@ -35,54 +36,30 @@ FirstArticles = Annotated[int, strawberry.argument(description=f"How many articl
 FirstComments = Annotated[int, strawberry.argument(description=f"How many comments to return (0 to {MAX_FIRST}).")]
 
 
-@strawberry.enum(description="The kind of upstream a source is.")
-class SourceKind(enum.Enum):
-    NEWSAPI = strawberry.enum_value("newsapi", description="A NewsAPI v2 compatible JSON API.")
-    FEED = strawberry.enum_value("feed", description="An RSS 2.0, RSS 1.0 or Atom 1.0 feed.")
-    HACKERNEWS = strawberry.enum_value("hackernews", description="The Hacker News v0 API.")
-
-
-@strawberry.enum(description="Where the data a source contributed to this answer came from.")
-class SourceStatus(enum.Enum):
-    FRESH = strawberry.enum_value("FRESH", description="Fetched from the upstream for this request.")
-    CACHED = strawberry.enum_value("CACHED", description="Served from the cache, within the source's freshness window.")
-    STALE = strawberry.enum_value(
-        "STALE",
-        description="Served from the cache past its freshness window: being refreshed, or the upstream failed "
-        "(see `error`). `ageSeconds` says how old.",
-    )
-    FAILED = strawberry.enum_value("FAILED", description="No data: the upstream failed and no usable copy exists.")
-    TIMEOUT = strawberry.enum_value(
-        "TIMEOUT", description="No data: the upstream or the request deadline ran out first."
-    )
-    SKIPPED = strawberry.enum_value(
-        "SKIPPED", description="No data: the upstream was not called (circuit open) and no usable copy exists."
-    )
-
-
-@strawberry.enum(description="State of a source's circuit breaker.")
-class BreakerState(enum.Enum):
-    CLOSED = strawberry.enum_value("CLOSED", description="Calls flow normally.")
-    OPEN = strawberry.enum_value("OPEN", description="Calls are not made; cached copies are served.")
-    HALF_OPEN = strawberry.enum_value("HALF_OPEN", description="A limited number of probe calls test recovery.")
-
-
 @strawberry.enum(description="Overall health of the gateway.")
 class HealthStatus(enum.Enum):
-    OK = strawberry.enum_value("OK", description="Database reachable and every circuit closed.")
+    OK = strawberry.enum_value(
+        "OK", description="Database reachable, every circuit closed, every source's last refresh succeeded."
+    )
     DEGRADED = strawberry.enum_value(
-        "DEGRADED", description="Serving, but the database is unreachable or some circuits are open."
+        "DEGRADED",
+        description="Serving, but the database is unreachable, some circuits are open, or some source's last "
+        "refresh failed.",
     )
     DOWN = strawberry.enum_value("DOWN", description="The database is unreachable and every circuit is open.")
 
 
 @strawberry.type(description="Why a source produced no fresh data.")
 class SourceError:
-    code: str = strawberry.field(
-        description="Stable machine-readable code, e.g. UPSTREAM_TIMEOUT, UPSTREAM_HTTP_500, BAD_PAYLOAD, "
-        "CIRCUIT_OPEN, DEADLINE_EXCEEDED."
+    code: SourceErrorCode = strawberry.field(description="Stable machine-readable code: switch over it.")
+    http_status: int | None = strawberry.field(
+        description="The upstream's HTTP status, for UPSTREAM_HTTP_ERROR; null otherwise."
     )
     message: str = strawberry.field(description="Human-readable detail. Do not parse it.")
+
+    @classmethod
+    def of(cls, error: DomainSourceError) -> SourceError:
+        return cls(code=SourceErrorCode(error.code), http_status=error.http_status, message=error.message)
 
 
 @strawberry.type(description="A source's circuit breaker, as of this request.")
@@ -93,7 +70,7 @@ class Breaker:
 
     @classmethod
     def of(cls, snap: BreakerSnapshot) -> Breaker:
-        return cls(state=BreakerState(snap.state.value), failures=snap.failures, opened_at=snap.opened_at)
+        return cls(state=snap.state, failures=snap.failures, opened_at=snap.opened_at)
 
 
 @strawberry.type(description="An upstream news source configured in this gateway.")
@@ -231,12 +208,12 @@ class SourceResult:
         err = outcome.error
         return cls(
             source=Source.of(outcome.source),
-            status=SourceStatus(outcome.status.value),
-            error=SourceError(code=err.code, message=err.message) if err else None,
+            status=outcome.status,
+            error=SourceError.of(err) if err else None,
             latency_ms=outcome.latency_ms,
             dropped_items=outcome.dropped,
             age=outcome.age_s,
-            fetched_at=outcome.fetched_at,
+            fetched_at=outcome.feed.fetched_at if outcome.feed is not None else None,
         )
 
 

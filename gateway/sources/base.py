@@ -1,15 +1,68 @@
-"""What every source adapter produces: normalised articles and HN items.
+"""What adapters take and produce: request specs, validators, normalised articles
+and HN items.
 
-Adapters turn one upstream's payload into :class:`NormalizedArticle` values. Parsing
-functions are pure and module-level so they can run in a worker process (off the
-event loop) for large payloads.
+Adapters turn a source's configuration into :class:`RequestSpec` values and one
+upstream's payload into :class:`NormalizedArticle` values. Everything here is pure
+data; parsing functions are module-level so they can run in a worker process (off
+the event loop) for large payloads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """One GET to send to an upstream, as an adapter wants it."""
+
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: False for requests carrying a secret: an API key header would follow a redirect
+    #: to any host.
+    follow_redirects: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Validators:
+    """What makes the next request conditional."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+    @classmethod
+    def of(cls, headers: Mapping[str, str]) -> Validators:
+        """From a response's headers (a case-insensitive mapping)."""
+        return cls(headers.get("ETag"), headers.get("Last-Modified"))
+
+    def headers(self) -> dict[str, str]:
+        h: dict[str, str] = {}
+        if self.etag:
+            h["If-None-Match"] = self.etag
+        if self.last_modified:
+            h["If-Modified-Since"] = self.last_modified
+        return h
+
+
+@dataclass(frozen=True, slots=True)
+class StoryIds:
+    """The first phase of a Hacker News refresh: the story ids, in rank order."""
+
+    ids: tuple[int, ...]
+
+
+def with_query(url: str, params: Mapping[str, str]) -> str:
+    """``url`` with ``params`` merged into its own query: a source URL such as
+    ``...?sources=bbc-news`` keeps its parameters, and ours replace same-named ones."""
+    if not params:
+        return url
+    parts = urlsplit(url)
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    return urlunsplit(parts._replace(query=urlencode([*kept, *params.items()], quote_via=quote)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,7 +59,7 @@ async def put_many(conn: asyncpg.Connection, rows: Sequence[CacheRow]) -> None:
     """Upsert rows; an older ``fetched_at`` never overwrites a newer one (replicas race)."""
     if not rows:
         return
-    await conn.execute(
+    await conn.fetch(
         PUT_MANY,
         [r.source_id for r in rows],
         [r.request_key for r in rows],
@@ -94,6 +94,6 @@ async def put_refreshed(conn: asyncpg.Connection, row: CacheRow) -> None:
     one, a bid blocked on the lease row would take the lease at commit yet read the
     cache as it was before (its snapshot predates the commit), and call upstream
     again."""
-    await conn.execute(
+    await conn.fetch(
         PUT_REFRESHED, row.source_id, row.request_key, row.payload, row.fetched_at, row.etag, row.last_modified
     )

@@ -12,47 +12,62 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import orjson
+from opentelemetry.trace import SpanKind
 
 from gateway.errors import DatabaseUnavailable
+from gateway.resilience.clock import Clock
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger("gateway.store")
 T = TypeVar("T")
+
+_DB_SPAN = {"db.system.name": "postgresql"}
 
 #: After a connection-level failure, skip the database for this long.
 DOWN_BACKOFF_S = 0.5
 
 
 class GatewayConnection(asyncpg.Connection):
-    """A pooled connection whose release costs no round-trip.
+    """A pooled connection whose release costs no round-trip, with its hot statements
+    prepared when it opens.
 
     asyncpg resets every connection on release with ``UNLISTEN *; RESET ALL; ...``,
     an extra statement per checkout. We keep no session state on pooled
     connections (no LISTEN, session advisory locks, SET or cursors outside a
     transaction; LISTEN uses its own connection), and asyncpg still rolls back an
-    open transaction on release, so the reset statement is skipped.
+    open transaction on release, so the reset statement is skipped
+    (``get_reset_query`` is public API from asyncpg 0.30).
     """
 
     def get_reset_query(self) -> str:
         return ""
 
-    async def cache_statements(self, queries: Iterable[str]) -> None:
-        """Prepare ``queries`` into asyncpg's statement cache now.
+    async def warm_statements(self, statements: Mapping[str, tuple[Any, ...]]) -> None:
+        """Run each hot statement once, with harmless arguments, in a transaction that is
+        rolled back, so that asyncpg's statement cache (which ``fetch`` and ``execute``
+        use) holds it prepared before the first request needs it.
 
         Otherwise a statement's first use on each connection costs two round-trips
         (Parse/Describe, then Bind/Execute), and the first needs the event loop free
         to read its answer: under a burst, that wait put the cache-read-and-lease bid
         and the write other workers wait for several milliseconds behind the burst.
-        asyncpg's public ``prepare()`` returns a statement outside that cache, hence
-        ``_get_statement`` (what ``fetch``/``execute`` use); tests check the effect.
+        (asyncpg's public ``prepare()`` does not help: its statements are invalidated
+        when the connection goes back to the pool.)
         """
-        for query in queries:
-            await self._get_statement(query, None)
+        transaction = self.transaction()
+        await transaction.start()
+        try:
+            for query, args in statements.items():
+                await self.fetch(query, *args)
+        finally:
+            await transaction.rollback()
 
 
 def _is_stale_connection(exc: BaseException) -> bool:
@@ -88,8 +103,12 @@ def _is_connection_error(exc: BaseException) -> bool:
 class Database:
     """A pool plus the bookkeeping operators and tests look at."""
 
-    def __init__(self, pool: asyncpg.Pool, *, command_timeout_s: float) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, *, command_timeout_s: float, clock: Clock, tracer: Tracer | None = None
+    ) -> None:
         self.pool = pool
+        self.clock = clock
+        self.tracer = tracer
         self.command_timeout_s = command_timeout_s
         self.queries = 0  # statements sent, counted by asyncpg's query logger
         self.query_log: list[str] | None = None  # set to [] to record statement texts (tests)
@@ -105,12 +124,15 @@ class Database:
         max_size: int,
         connect_timeout_s: float,
         command_timeout_s: float,
+        clock: Clock,
+        tracer: Tracer | None = None,
         setup: Callable[[asyncpg.Connection], Awaitable[object]] | None = None,
-        prepare: Sequence[str] = (),
+        warm: Mapping[str, tuple[Any, ...]] | None = None,
     ) -> Database:
         """Open the pool. ``setup`` (migrations) runs first, once, on a connection of
-        its own, so that every pooled connection can prepare the ``prepare``
-        statements when it opens (they name tables the migrations create)."""
+        its own, so that every pooled connection can prepare the ``warm`` statements
+        (query -> harmless arguments) when it opens (they name tables the migrations
+        create)."""
         db: Database | None = None
 
         def on_query(record: Any) -> None:
@@ -126,7 +148,8 @@ class Database:
             await conn.fetchrow(
                 "SELECT $1::text[], $2::bigint[], $3::jsonb[], $4::timestamptz[]", [], [], [], []
             )
-            await conn.cache_statements(prepare)
+            if warm:
+                await conn.warm_statements(warm)
             conn.add_query_logger(on_query)
 
         if setup is not None:
@@ -158,7 +181,7 @@ class Database:
             )
         except (OSError, asyncpg.PostgresError, asyncpg.exceptions.InterfaceError, TimeoutError) as exc:
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-        db = cls(pool, command_timeout_s=command_timeout_s)
+        db = cls(pool, command_timeout_s=command_timeout_s, clock=clock, tracer=tracer)
         return db
 
     async def close(self) -> None:
@@ -170,7 +193,7 @@ class Database:
     @property
     def available(self) -> bool:
         """False while backing off after a connection failure."""
-        return time.monotonic() >= self._down_until
+        return self.clock.monotonic() >= self._down_until
 
     async def run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]], *, timeout_s: float | None = None) -> T:
         """Run ``fn(conn)`` on a pooled connection within ``timeout_s`` (acquire included).
@@ -179,6 +202,12 @@ class Database:
         restarted) fails on first use, and the call is retried once on a fresh one."""
         if not self.available:
             raise DatabaseUnavailable("database unavailable")
+        if self.tracer is not None:
+            with self.tracer.start_as_current_span("postgresql", kind=SpanKind.CLIENT, attributes=_DB_SPAN):
+                return await self._run(fn, timeout_s)
+        return await self._run(fn, timeout_s)
+
+    async def _run(self, fn: Callable[[asyncpg.Connection], Awaitable[T]], timeout_s: float | None) -> T:
         timeout = self.command_timeout_s if timeout_s is None else min(timeout_s, self.command_timeout_s)
         try:
             async with asyncio.timeout(timeout):
@@ -199,19 +228,23 @@ class Database:
         except Exception as exc:
             if _is_connection_error(exc):
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                self._down_until = time.monotonic() + DOWN_BACKOFF_S
+                self._down_until = self.clock.monotonic() + DOWN_BACKOFF_S
                 log.warning("database unavailable: %s", self.last_error)
                 # Clients get no host names or driver messages; operators get the log line.
                 raise DatabaseUnavailable("database unavailable") from exc
             raise
 
+    def reset_backoff(self) -> None:
+        """Forget a recent failure: health checks must notice recovery at once."""
+        self._down_until = 0.0
+
     async def ping(self, *, timeout_s: float = 1.0) -> float:
         """Round-trip ``SELECT 1``; returns the latency in ms. Ignores the back-off,
         so health checks notice recovery."""
-        self._down_until = 0.0
-        started = time.perf_counter()
+        self.reset_backoff()
+        started = self.clock.monotonic()
         await self.run(lambda conn: conn.fetchval("SELECT 1"), timeout_s=timeout_s)
-        return (time.perf_counter() - started) * 1000
+        return (self.clock.monotonic() - started) * 1000
 
 
 def _dumps(value: Any) -> str:

@@ -1,4 +1,12 @@
-"""Refresh leases (``fetch_leases``) and the cache-written notification channel."""
+"""Refresh leases (``fetch_leases``) and the refresh notification channel.
+
+On channel :data:`CHANNEL` a payload ``source_id|request_key`` says a refresh's cache
+row committed (``cache.PUT_REFRESHED``); ``!CODE:STATUS|source_id|request_key`` says
+the lease holder's refresh failed with that :class:`~gateway.errors.SourceErrorCode`
+(STATUS: the upstream's HTTP status, or empty) and released the lease
+(:data:`RELEASE_FAILED`), so processes waiting for it stop at once. Source ids cannot
+start with "!" (see settings), so the two never collide.
+"""
 
 from __future__ import annotations
 
@@ -27,14 +35,41 @@ TRY_ACQUIRE = """INSERT INTO fetch_leases AS l (source_id, request_key, holder, 
 
 async def try_acquire(conn: asyncpg.Connection, source_id: str, key: str, holder: str, ttl_s: float) -> bool:
     """Take the lease unless somebody else holds an unexpired one. One round-trip."""
-    return await conn.fetchrow(TRY_ACQUIRE, source_id, key, holder, ttl_s) is not None
+    return bool(await conn.fetch(TRY_ACQUIRE, source_id, key, holder, ttl_s))
 
 
 RELEASE = "DELETE FROM fetch_leases WHERE source_id = $1 AND request_key = $2 AND holder = $3"
 
 
 async def release(conn: asyncpg.Connection, source_id: str, key: str, holder: str) -> None:
-    await conn.execute(RELEASE, source_id, key, holder)
+    await conn.fetch(RELEASE, source_id, key, holder)
+
+
+FAILURE_PREFIX = "!"
+
+RELEASE_FAILED = f"""
+    WITH released AS (
+        DELETE FROM fetch_leases WHERE source_id = $1 AND request_key = $2 AND holder = $3 RETURNING 1
+    ), {ASYNC_COMMIT}
+    SELECT pg_notify('{CHANNEL}', '{FAILURE_PREFIX}' || $4 || '|' || $1 || '|' || $2)
+    FROM async_commit WHERE EXISTS (SELECT 1 FROM released)"""
+
+
+def failure_tag(code: str, http_status: int | None) -> str:
+    return f"{code}:{http_status if http_status is not None else ''}"
+
+
+def parse_failure_tag(tag: str) -> tuple[str, int | None]:
+    code, _, status = tag.partition(":")
+    return code, int(status) if status.isdigit() else None
+
+
+async def release_failed(
+    conn: asyncpg.Connection, source_id: str, key: str, holder: str, code: str, http_status: int | None
+) -> None:
+    """Release our lease after a failed refresh and tell every waiting process why, in
+    one statement (the NOTIFY only if we still held the lease)."""
+    await conn.fetch(RELEASE_FAILED, source_id, key, holder, failure_tag(code, http_status))
 
 
 PEER_STATE = """SELECT c.source_id, c.request_key, c.payload, c.fetched_at, c.etag, c.last_modified,
@@ -48,8 +83,7 @@ async def peer_state(
     conn: asyncpg.Connection, source_id: str, key: str
 ) -> tuple[asyncpg.Record | None, bool]:
     """The cache row (if any) and whether a live lease is held on it, in one round-trip."""
-    row = await conn.fetchrow(PEER_STATE, source_id, key)
-    assert row is not None
+    (row,) = await conn.fetch(PEER_STATE, source_id, key)
     return (row if row["source_id"] is not None else None), bool(row["held"])
 
 

@@ -1,6 +1,7 @@
-"""A dedicated LISTEN connection that wakes local waiters when another process
-wrote a cache row. Best effort: waiters also poll, so a dropped connection costs
-latency, never correctness. Reconnects by itself with a capped back-off."""
+"""A dedicated LISTEN connection that wakes local waiters when another process's
+refresh of a key ended: its cache row committed, or it failed (and with what code).
+Best effort: waiters also poll, so a dropped connection costs latency, never
+correctness. Reconnects by itself with a capped back-off."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import asyncpg
 
-from gateway.store.leases import CHANNEL
+from gateway.store.leases import CHANNEL, FAILURE_PREFIX, parse_failure_tag
 
 log = logging.getLogger("gateway.store")
 
@@ -20,10 +22,20 @@ RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 5.0
 
 
+@dataclass(eq=False, slots=True)
+class Watch:
+    """What a waiter sees: ``event`` is set when the key's refresh ended somewhere (or
+    the listener reconnected, and may have missed that); ``failure`` is the failed
+    refresh's (code, HTTP status), None when it succeeded or nothing is known."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    failure: tuple[str, int | None] | None = None
+
+
 class CacheListener:
     def __init__(self, url: str) -> None:
         self._url = url
-        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._waiters: dict[str, set[Watch]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._subscribers: list[Callable[[str | None], None]] = []
         self.connected = asyncio.Event()
@@ -38,17 +50,17 @@ class CacheListener:
                 await self._task
 
     @contextlib.contextmanager
-    def watch(self, source_id: str, key: str):  # type: ignore[no-untyped-def]
-        """``with listener.watch(s, k) as event: await event.wait()``"""
+    def watch(self, source_id: str, key: str) -> Iterator[Watch]:
+        """``with listener.watch(s, k) as w: await w.event.wait()``"""
         name = f"{source_id}|{key}"
-        event = asyncio.Event()
-        self._waiters[name].add(event)
+        watch = Watch()
+        self._waiters[name].add(watch)
         try:
-            yield event
+            yield watch
         finally:
             waiters = self._waiters.get(name)
             if waiters is not None:
-                waiters.discard(event)
+                waiters.discard(watch)
                 if not waiters:
                     del self._waiters[name]
 
@@ -61,10 +73,16 @@ class CacheListener:
         return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
 
     def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
-        for event in self._waiters.get(payload, ()):
-            event.set()
-        for callback in self._subscribers:
-            callback(payload)
+        failure: tuple[str, int | None] | None = None
+        if payload.startswith(FAILURE_PREFIX):
+            tag, _, payload = payload[len(FAILURE_PREFIX) :].partition("|")
+            failure = parse_failure_tag(tag)
+        for watch in self._waiters.get(payload, ()):
+            watch.failure = failure
+            watch.event.set()
+        if failure is None:  # a failed refresh changed no cached data
+            for callback in self._subscribers:
+                callback(payload)
 
     async def _run(self) -> None:
         delay = RECONNECT_MIN_S
@@ -78,9 +96,9 @@ class CacheListener:
                 self.connected.set()
                 delay = RECONNECT_MIN_S
                 # Wake everyone once: notifications may have been missed while away.
-                for events in list(self._waiters.values()):
-                    for event in events:
-                        event.set()
+                for watches in list(self._waiters.values()):
+                    for watch in watches:
+                        watch.event.set()
                 for callback in list(self._subscribers):
                     callback(None)
                 while not lost.is_set():

@@ -1,0 +1,1 @@
+"""Operating the gateway: metrics, logs, readiness and drain, and background work."""

@@ -1,0 +1,181 @@
+"""Prometheus metrics (prometheus-client), correct with ``--workers N``.
+
+Each app builds its own :class:`Metrics` on a private registry, so two apps in one
+process share nothing. With ``PROMETHEUS_MULTIPROC_DIR`` set (``gateway serve`` sets it
+for several workers), prometheus-client keeps every value in a file per process and
+:meth:`Metrics.render` sums all workers' files: one scrape, whichever worker answers
+it, shows the whole process group. The private registry is then only where metrics
+are created, never collected, as the multiprocess documentation requires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.resilience.breaker import BreakerState
+from gateway.resilience.clock import Clock
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: GraphQL operation names beyond this many distinct ones (per process) count as "other".
+MAX_OPERATION_NAMES = 100
+LOOP_LAG_INTERVAL_S = 0.25
+POOL_SAMPLE_INTERVAL_S = 5.0
+#: Routes with a label of their own; anything else is "other" (bounded cardinality).
+ROUTES = ("/", "/livez", "/readyz", "/metrics", "/graphql", "/status")
+STATIC_PREFIX = "/graphiql/static"
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_requests = Counter(
+            "gateway_http_requests", "HTTP requests answered.", ["route", "method", "status"], registry=r
+        )
+        self.graphql_operations = Counter(
+            "gateway_graphql_operations", "GraphQL operations executed.",
+            ["operation_name", "operation_type", "outcome"], registry=r,
+        )
+        self.graphql_duration = Histogram(
+            "gateway_graphql_duration_seconds", "Time to execute a GraphQL operation.", buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_requests = Counter(
+            "gateway_upstream_requests", "Upstream HTTP calls, by outcome (ok or an error code).",
+            ["source", "outcome"], registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "gateway_upstream_duration_seconds", "Upstream call time, parse included.", ["source"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.source_results = Counter(
+            "gateway_source_results", "Per-source outcomes in answers.", ["source", "status"], registry=r
+        )
+        self.breaker_state = Gauge(
+            "gateway_breaker_state", "1 for a source's current breaker state (the highest across workers).",
+            ["source", "state"], multiprocess_mode="livemax", registry=r,
+        )
+        self.cache_operations = Counter(
+            "gateway_cache_operations", "Feed cache lookups by layer (memory, postgres) and result (hit, miss).",
+            ["layer", "result"], registry=r,
+        )
+        self.db_pool_connections = Gauge(
+            "gateway_db_pool_connections", "Database pool connections by state (idle, busy).", ["state"],
+            multiprocess_mode="livesum", registry=r,
+        )
+        self.rate_limited = Counter("gateway_rate_limited", "Requests refused by a client's rate limit.", registry=r)
+        self.event_loop_lag = Gauge(
+            "gateway_event_loop_lag_seconds", "How late the event loop ran a timer, lately (worst worker).",
+            multiprocess_mode="livemax", registry=r,
+        )
+        self._operation_names: set[str] = set()
+
+    # -- recording ------------------------------------------------------------------
+    def operation(self, name: str | None, operation_type: str, outcome: str, seconds: float) -> None:
+        if not name:
+            name = "anonymous"
+        elif name not in self._operation_names:
+            if len(self._operation_names) >= MAX_OPERATION_NAMES:
+                name = "other"
+            else:
+                self._operation_names.add(name)
+        self.graphql_operations.labels(name, operation_type, outcome).inc()
+        self.graphql_duration.observe(seconds)
+
+    def upstream(self, source_id: str, outcome: str, seconds: float) -> None:
+        self.upstream_requests.labels(source_id, outcome).inc()
+        self.upstream_duration.labels(source_id).observe(seconds)
+
+    def breaker_changed(self, source_id: str, old: BreakerState, new: BreakerState) -> None:
+        for state in BreakerState:
+            self.breaker_state.labels(source_id, state.value).set(1 if state is new else 0)
+
+    # -- exposition -------------------------------------------------------------------
+    def render(self) -> bytes:
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+    async def endpoint(self, request: Request) -> Response:
+        # Reading every worker's files is blocking file I/O: off the event loop.
+        body = await asyncio.to_thread(self.render) if self.multiprocess else self.render()
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    def process_exited(self) -> None:
+        """This worker's live gauges leave the sums (multiprocess mode)."""
+        if self.multiprocess:
+            multiprocess.mark_process_dead(os.getpid())
+
+
+class HTTPMetrics:
+    """ASGI middleware with one job: count every HTTP answer by route, method and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # what the client sees if nothing is sent (uvicorn answers 500)
+
+        async def counting(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting)
+        finally:
+            self.metrics.http_requests.labels(route_label(scope["path"]), scope["method"], str(status)).inc()
+
+
+def route_label(path: str) -> str:
+    if path in ROUTES:
+        return path
+    if path.startswith(STATIC_PREFIX):
+        return STATIC_PREFIX
+    return "other"
+
+
+async def sample_forever(metrics: Metrics, clock: Clock, pool_sizes: Callable[[], tuple[int, int]]) -> None:
+    """Event-loop lag (how late a timer fired) and the pool's connections, sampled."""
+    next_pool = clock.monotonic()
+    while True:
+        if clock.monotonic() >= next_pool:
+            size, idle = pool_sizes()
+            metrics.db_pool_connections.labels("idle").set(idle)
+            metrics.db_pool_connections.labels("busy").set(size - idle)
+            next_pool = clock.monotonic() + POOL_SAMPLE_INTERVAL_S
+        before = clock.monotonic()
+        await asyncio.sleep(LOOP_LAG_INTERVAL_S)
+        metrics.event_loop_lag.set(max(0.0, clock.monotonic() - before - LOOP_LAG_INTERVAL_S))
+
+
+async def cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,126 @@
+"""The feed cache: a bounded memory LRU in front of Postgres (``fetch_cache``), with
+writes behind the answer.
+
+Memory answers the hot path with no I/O. Postgres makes a refresh by one process (or
+replica) visible to the others and survives restarts, which is what stale-if-error
+serves from. Writes go behind the answer: the requests waiting for a refresh have
+their data as soon as it is parsed, and the row (with its NOTIFY) follows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from cachetools import LRUCache
+
+from gateway.errors import DatabaseUnavailable
+from gateway.outcomes import CachedFeed
+from gateway.resilience.clock import Clock
+from gateway.service.tasks import BackgroundTasks
+from gateway.sources.base import Validators
+from gateway.store import cache as cache_queries
+from gateway.store.db import Database
+
+if TYPE_CHECKING:
+    from gateway.ops.metrics import Metrics
+
+log = logging.getLogger("gateway.service")
+
+#: Longest wait for a cache read before going upstream instead.
+DB_READ_TIMEOUT_S = 1.0
+
+FeedKey = tuple[str, str]  # (source id, request key)
+
+
+def feed_of_row(row: cache_queries.CacheRow) -> CachedFeed:
+    return CachedFeed.from_payload(row.payload, row.fetched_at, Validators(row.etag, row.last_modified))
+
+
+class FeedCache:
+    def __init__(
+        self,
+        db: Database | None,
+        tasks: BackgroundTasks,
+        *,
+        capacity: int,
+        clock: Clock,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.db = db
+        self.tasks = tasks
+        self.clock = clock
+        self.metrics = metrics
+        self._memory: LRUCache[FeedKey, CachedFeed] = LRUCache(maxsize=capacity)
+
+    def get(self, key: FeedKey) -> CachedFeed | None:
+        feed = self._memory.get(key)
+        self.count("memory", feed is not None)
+        return feed
+
+    def count(self, layer: str, hit: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.cache_operations.labels(layer, "hit" if hit else "miss").inc()
+
+    def age(self, feed: CachedFeed) -> float:
+        return max(0.0, (self.clock.now() - feed.fetched_at).total_seconds())
+
+    def adopt(self, key: FeedKey, stored: CachedFeed | None) -> CachedFeed | None:
+        """Keep ``stored`` (read from Postgres) if it is newer than what memory has;
+        return whichever is newest."""
+        current = self._memory.get(key)
+        if stored is not None and (current is None or stored.fetched_at > current.fetched_at):
+            self._memory[key] = stored
+            return stored
+        return current
+
+    async def read(self, source_id: str, request_key: str) -> CachedFeed | None:
+        """The row in Postgres, or None (also when the database is away)."""
+        if self.db is None or not self.db.available:
+            return None
+        try:
+            row = await self.db.run(
+                lambda conn: cache_queries.get(conn, source_id, request_key), timeout_s=DB_READ_TIMEOUT_S
+            )
+        except DatabaseUnavailable:
+            return None
+        self.count("postgres", row is not None)
+        return feed_of_row(row) if row is not None else None
+
+    def store(
+        self,
+        key: FeedKey,
+        feed: CachedFeed,
+        *,
+        then: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
+        """Keep ``feed`` in memory now, and write it (row, articles, NOTIFY) behind the
+        answer; ``then`` runs once the write is done or failed (a lease release)."""
+        self._memory[key] = feed
+
+        async def write() -> None:
+            # The whole row even after a 304: the earlier write may never have landed
+            # (Postgres was down), and a touch of a missing row would keep it missing.
+            row = cache_queries.CacheRow(  # built here: off the path of the waiting requests
+                key[0], key[1], feed.to_payload(), feed.fetched_at, feed.validators.etag, feed.validators.last_modified
+            )
+            try:
+                await self.quietly(lambda conn: cache_queries.put_refreshed(conn, row))
+            finally:
+                if then is not None:  # after the row is visible: see put_refreshed
+                    await then()
+
+        self.tasks.spawn(write())
+
+    async def quietly(self, fn: Callable[[asyncpg.Connection], Coroutine[Any, Any, object]]) -> None:
+        """A write behind the answer: a database that is down costs the cache, not the answer."""
+        if self.db is None:
+            return
+        try:
+            await self.db.run(fn)
+        except DatabaseUnavailable as exc:
+            log.warning("cache write skipped: %s", exc)
+        except asyncpg.PostgresError as exc:  # e.g. a read-only standby after failover
+            log.error("cache write failed: %s: %s", type(exc).__name__, exc)

@@ -1,0 +1,108 @@
+"""The refresh coordinator across processes: two app instances on one database stand
+in for two workers (their only shared state is Postgres: leases and NOTIFY). What is
+asserted is who waited for whom and how many upstream calls were made."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from gateway.app import create_app
+from gateway.demo.server import DemoServer
+from gateway.service.coordinator import PEER_WAIT_MARGIN_S
+from gateway.settings import Settings
+from gateway.store import leases as lease_queries
+from tests.conftest import sources_of
+from tests.helpers import RunningGateway
+
+QUERY = "{ articles(first: 5) { sources { source { id } status error { code httpStatus message } } } }"
+TECH = {"id": "tech", "name": "Tech", "kind": "feed", "url": "{demo}/feeds/tech.rss"}
+
+
+def tech_result(result: dict) -> dict:
+    (only,) = result["data"]["articles"]["sources"]
+    return only
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait for ``condition`` (bounded), checking every loop turn or so."""
+    async with asyncio.timeout(10):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def both_listening(*gateways: RunningGateway) -> None:
+    for gw in gateways:
+        await asyncio.wait_for(gw.services.listener.connected.wait(), 5)
+
+
+async def test_a_peer_s_failed_refresh_wakes_the_waiter_with_its_error(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    """The lease holder's upstream times out; the other process, waiting on it, gets
+    the same error at once (not the request deadline) and makes no call itself."""
+    demo.control.set_fault("feeds.rss:tech", fault="hang")
+    settings = make_settings(sources_of(demo.url, {**TECH, "timeout_ms": 400}), request_deadline_ms=20_000)
+    async with RunningGateway(create_app(settings)) as a, RunningGateway(create_app(settings)) as b:
+        await both_listening(a, b)
+        first = asyncio.ensure_future(a.query(QUERY))
+        await until(lambda: demo.control.count("feeds.rss") == 1)  # a holds the lease and is calling
+        second = await b.query(QUERY)
+        waited = tech_result(second)
+        assert waited["status"] == "TIMEOUT"
+        assert waited["error"]["code"] == "UPSTREAM_TIMEOUT"  # the holder's error, not a deadline
+        assert "another worker" in waited["error"]["message"]
+        assert tech_result(await first)["error"]["code"] == "UPSTREAM_TIMEOUT"
+    assert demo.control.count("feeds.rss") == 1  # b never called the upstream
+
+
+async def test_a_peer_s_http_error_arrives_with_its_status(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    demo.control.set_fault("feeds.rss:tech", fault="503", latency_ms=300)
+    settings = make_settings(sources_of(demo.url, TECH))
+    async with RunningGateway(create_app(settings)) as a, RunningGateway(create_app(settings)) as b:
+        await both_listening(a, b)
+        first = asyncio.ensure_future(a.query(QUERY))
+        await until(lambda: demo.control.count("feeds.rss") == 1)
+        waited = tech_result(await b.query(QUERY))
+        await first
+    assert waited["status"] == "FAILED"
+    assert waited["error"]["code"] == "UPSTREAM_HTTP_ERROR" and waited["error"]["httpStatus"] == 503
+    # a retried the 503 within its budget; b made none of those calls
+    assert demo.control.count("feeds.rss") == a.services.source_service.stats["tech"].upstream_calls
+
+
+async def test_a_waiter_gives_up_after_the_source_s_timeout(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    """A lease held by a process that never finishes (it hangs, or died holding it):
+    the waiter stops after the source's timeout plus a margin, not the request
+    deadline, and serves what it can."""
+    settings = make_settings(sources_of(demo.url, {**TECH, "timeout_ms": 300}), request_deadline_ms=20_000)
+    async with RunningGateway(create_app(settings)) as gw:
+        await both_listening(gw)
+        await gw.services.db.run(
+            lambda conn: lease_queries.try_acquire(conn, "tech", "latest", "a-stuck-peer", 60)
+        )
+        outcome = tech_result(await gw.query(QUERY))
+    assert outcome["status"] == "TIMEOUT"
+    assert outcome["error"]["code"] == "DEADLINE_EXCEEDED"
+    assert "within the source's timeout" in outcome["error"]["message"]
+    assert demo.control.count("feeds.rss") == 0  # the lease was somebody else's
+    assert PEER_WAIT_MARGIN_S <= 0.1
+
+
+async def test_a_peer_s_success_is_adopted_without_a_call(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    demo.control.set_fault("feeds.rss:tech", latency_ms=300)
+    settings = make_settings(sources_of(demo.url, TECH))
+    async with RunningGateway(create_app(settings)) as a, RunningGateway(create_app(settings)) as b:
+        await both_listening(a, b)
+        first = asyncio.ensure_future(a.query(QUERY))
+        await until(lambda: demo.control.count("feeds.rss") == 1)
+        waited = tech_result(await b.query(QUERY))
+        assert tech_result(await first)["status"] == "FRESH"
+    assert waited["status"] == "FRESH" and waited["error"] is None
+    assert demo.control.count("feeds.rss") == 1
