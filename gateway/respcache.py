@@ -312,8 +312,10 @@ class ResponseCache:
                     del self._by_tag[tag]
 
 
-#: Called on a hit before answering: the edge charges the client's cost here and may
-#: answer itself (e.g. 429) by returning True.
+#: Called on a hit before answering. The app counts the hit as the operation it repeats
+#: (metrics); the edge charges the client's cost here (``answer.cost``, which a cost
+#: extension sets on the miss through ``info.context.reads.cost``) and may answer
+#: itself (e.g. 429) by returning True.
 HitHook = Callable[[Scope, Answer, Send], Awaitable[bool]]
 
 
