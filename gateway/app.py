@@ -14,6 +14,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+from starlette.types import Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
@@ -31,7 +32,9 @@ from gateway.graphiql import graphiql_html, graphiql_routes
 from gateway.ops.metrics import HTTPMetrics, Metrics
 from gateway.ops.readiness import Drain, Readiness
 from gateway.ops.tracing import provider_from_env, tracer_of
+from gateway.persisted import PersistedDocuments, PersistedDocumentsMiddleware
 from gateway.resilience.clock import Clock, SystemClock
+from gateway.respcache import READS_KEY, Answer, ResponseCache, ResponseCacheMiddleware
 from gateway.schema import MAX_TOKENS, build_schema
 from gateway.schema.errors import classify
 from gateway.services import Services
@@ -50,7 +53,10 @@ class GatewayGraphQL(EdgeViewMixin, GraphQL[GatewayContext, None]):
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> GatewayContext:
         services: Services = request.state.services
         ctx = build_context(
-            services, request_id=request.headers.get("x-request-id"), arrived=request.scope.get(ARRIVED_KEY)
+            services,
+            request_id=request.headers.get("x-request-id"),
+            arrived=request.scope.get(ARRIVED_KEY),
+            reads=request.scope.get(READS_KEY),
         )
         identity = request.scope.get(CLIENT)
         if identity is not None:
@@ -71,7 +77,11 @@ class GatewayGraphQL(EdgeViewMixin, GraphQL[GatewayContext, None]):
         if result.errors:
             request_id = request.headers.get("x-request-id")
             result.errors = [e if (e.extensions or {}).get("code") else classify(e, request_id) for e in result.errors]
-        return self.edge_result(request, result, await super().process_result(request, result))
+        processed = await super().process_result(request, result)
+        reads = request.scope.get(READS_KEY)
+        if reads is not None:
+            reads.produced(processed)  # the response cache keeps what is encoded
+        return self.edge_result(request, result, processed)
 
 
 def create_app(
@@ -88,6 +98,21 @@ def create_app(
     tracer = tracer_of(provider)
 
     metrics = Metrics()
+    persisted = PersistedDocuments(max_documents=settings.persisted_max)
+
+    async def on_cache_hit(scope: Scope, answer: Answer, send: Send) -> bool:
+        """A hit is still an operation served: count it as one (the gate, outside the
+        cache, has charged the client for it). True would mean "answered here"."""
+        if answer.operation is not None:
+            name, op_type, outcome = answer.operation
+            metrics.operation(name, op_type, outcome, 0.0)
+        for source_id, status in answer.statuses:
+            metrics.source_results.labels(source_id, status).inc()
+        return False
+
+    response_cache = ResponseCache(
+        ttl_ms=settings.response_cache_ttl_ms, max_mb=settings.response_cache_mb, clock=clock
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -105,6 +130,9 @@ def create_app(
         drain.install()
         edge = EdgeRuntime.start(settings, sdl=schema.as_str(), db=services.db, clock=clock)
         app.state.edge = edge
+        app.state.response_cache = response_cache
+        app.state.persisted = persisted
+        unsubscribe = services.listener.subscribe(response_cache.invalidate)
         # What startup built (modules, the schema, pools) lives as long as the process:
         # keep it out of the cyclic GC, whose full collections otherwise walk it all
         # (~10 ms with the loop held, at a moment no request chooses).
@@ -116,6 +144,7 @@ def create_app(
         try:
             yield {"services": services, "edge": edge}
         finally:
+            unsubscribe()
             gc.unfreeze()  # several apps in one process (tests): let this one's go
             drain.uninstall()
             await edge.aclose()
@@ -142,13 +171,25 @@ def create_app(
             Route("/livez", livez),
             Route("/readyz", readyz),
             Route("/metrics", metrics.endpoint),
-            # No `methods=`: the gate answers every method itself (405 with Allow, in JSON).
+            # Persisted documents first (the gate estimates the document's cost), then
+            # the gate (GraphQL over HTTP, cost, the client's charge: hits are charged
+            # too), then the response cache, then coalescing of identical requests. No
+            # `methods=`: the gate answers every method itself (405 with Allow, in JSON).
             Route(
                 "/graphql",
-                GraphQLGate(
-                    CoalesceIdentical(graphql_app, clock=clock, max_body_bytes=settings.edge.max_request_bytes),
-                    max_tokens=MAX_TOKENS,
-                    metrics=metrics,
+                PersistedDocumentsMiddleware(
+                    GraphQLGate(
+                        ResponseCacheMiddleware(
+                            CoalesceIdentical(graphql_app, clock=clock, max_body_bytes=settings.edge.max_request_bytes),
+                            response_cache,
+                            max_body_bytes=settings.edge.max_request_bytes,
+                            on_hit=on_cache_hit,
+                        ),
+                        max_tokens=MAX_TOKENS,
+                        metrics=metrics,
+                    ),
+                    persisted,
+                    persisted_only=settings.persisted_only,
                 ),
             ),
             *graphiql_routes(),

@@ -99,6 +99,16 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-sources", help="validate a sources file and exit", formatter_class=fmt)
     check.add_argument("file", help="the sources file (TOML)")
+
+    persisted = sub.add_parser("persisted", help="manage persisted (trusted) documents", formatter_class=fmt)
+    persisted_sub = persisted.add_subparsers(dest="persisted_command", required=True)
+    add = persisted_sub.add_parser(
+        "add",
+        help="store the documents of a manifest (GraphQL Code Generator persisted-documents.json, "
+        "or an Apollo persisted query manifest) as trusted, in the gateway's database",
+        formatter_class=fmt,
+    )
+    add.add_argument("file", help="the manifest (JSON)")
     return p
 
 
@@ -124,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_port(args.host, args.port)
             run(args.host, args.port, access_log=args.access_log)
             return 0
+        if args.command == "persisted":
+            return _persisted_add(args.file)
         if args.command == "check-sources":
             settings = Settings.from_env(sources_file=args.file)
             print(f"{args.file}: ok, {len(settings.sources)} source(s): {', '.join(s.id for s in settings.sources)}")
@@ -309,3 +321,45 @@ async def _check_database(url: str) -> None:
     except Exception as exc:  # any failure here is the operator's to fix
         raise DatabaseUnavailable(f"cannot connect to GATEWAY_DATABASE_URL: {type(exc).__name__}: {exc}") from None
     await conn.close()
+
+
+def _persisted_add(path: str) -> int:
+    import orjson
+
+    from gateway.persisted import add_manifest, parse_manifest
+    from gateway.resilience.clock import SystemClock
+    from gateway.store.db import Database
+    from gateway.store.embedded import EmbeddedPostgres
+    from gateway.store.migrate import migrate
+
+    try:
+        raw = open(path, "rb").read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"manifest {path}: invalid JSON: {exc}") from None
+    docs = parse_manifest(data, origin=path)
+    settings = Settings.from_env()
+    embedded: EmbeddedPostgres | None = None
+    url = settings.database_url
+    if url is None:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        url = embedded.start_sync()
+
+    async def run() -> tuple[int, int]:
+        db = await Database.connect(url, min_size=1, max_size=1, connect_timeout_s=settings.db_connect_timeout_s,
+                                    command_timeout_s=30, clock=SystemClock(), setup=migrate)
+        try:
+            return await add_manifest(db, docs, max_documents=settings.persisted_max)
+        finally:
+            await db.close()
+
+    try:
+        inserted, existing = asyncio.run(run())
+    finally:
+        if embedded is not None:
+            embedded.stop_sync()
+    print(f"{path}: {len(docs)} document(s): {inserted} added, {existing} already stored; trusted from now on")
+    return 0

@@ -11,7 +11,9 @@ from gateway.loaders import Loaders
 from gateway.resilience.deadline import Deadline
 
 if TYPE_CHECKING:
+    from gateway.documents import CachedDocument
     from gateway.outcomes import SourceOutcome
+    from gateway.respcache import ReadLog
     from gateway.services import Services
 
 
@@ -27,16 +29,28 @@ class GatewayContext:
     outcomes: list[SourceOutcome] = field(default_factory=list)
     #: What this request actually returns and fetches, stopped at the cost limits.
     meter: CostMeter | None = None
+    #: What this answer read (source keys, freshness, ages), for the response cache
+    #: and Cache-Control; None when nothing records it.
+    reads: ReadLog | None = None
+    #: The parsed document's cache entry (see :mod:`gateway.documents`).
+    document: CachedDocument | None = None
+
+    def mark_volatile(self) -> None:
+        """This answer shows live process state (health, breakers): never cache it."""
+        if self.reads is not None:
+            self.reads.volatile = True
 
 
-def build_context(services: Services, *, request_id: str | None = None, arrived: float | None = None) -> GatewayContext:
+def build_context(
+    services: Services, *, request_id: str | None = None, arrived: float | None = None, reads: ReadLog | None = None
+) -> GatewayContext:
     """``arrived`` (monotonic) starts the deadline when the request reached us, not
     when the GraphQL layer got to it: time queued counts too."""
     budget_s = services.settings.request_deadline_ms / 1000
     clock = services.clock
     deadline = Deadline(arrived + budget_s, clock) if arrived is not None else Deadline.after(budget_s, clock)
     outcomes: list[SourceOutcome] = []
-    loaders = Loaders.create(services.settings, services.source_service, deadline, outcomes=outcomes)
+    loaders = Loaders.create(services.settings, services.source_service, deadline, outcomes=outcomes, reads=reads)
     edge = services.settings.edge
     ctx = GatewayContext(
         services,
@@ -44,6 +58,7 @@ def build_context(services: Services, *, request_id: str | None = None, arrived:
         deadline,
         outcomes=outcomes,
         meter=CostMeter(edge.max_query_cost, edge.max_upstream_fetches),
+        reads=reads,
     )
     if request_id:
         ctx.request_id = request_id

@@ -12,6 +12,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiodataloader import DataLoader
 
@@ -21,6 +22,9 @@ from gateway.resilience.deadline import Deadline
 from gateway.service import SourceService
 from gateway.settings import Settings, SourceConfig
 from gateway.sources.base import HNItem, NormalizedArticle
+
+if TYPE_CHECKING:
+    from gateway.respcache import ReadLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +40,15 @@ class FeedLoader(DataLoader[FeedKey, SourceOutcome]):
     request, however deeply the query nests ``articles``."""
 
     def __init__(
-        self, settings: Settings, service: SourceService, deadline: Deadline, outcomes: list[SourceOutcome]
+        self, settings: Settings, service: SourceService, deadline: Deadline, outcomes: list[SourceOutcome],
+        reads: ReadLog | None = None,
     ) -> None:
         super().__init__()
         self._settings = settings
         self._service = service
         self._deadline = deadline
         self._outcomes = outcomes
+        self._reads = reads
 
     async def batch_load_fn(self, keys: Sequence[FeedKey]) -> list[SourceOutcome]:
         settings = self._settings
@@ -56,22 +62,28 @@ class FeedLoader(DataLoader[FeedKey, SourceOutcome]):
 
         found = list(await asyncio.gather(*(one(k) for k in keys)))
         self._outcomes.extend(found)
+        if self._reads is not None:
+            for key, outcome in zip(keys, found, strict=True):
+                self._reads.outcome(outcome, self._service.adapter(outcome.source).request_key(key.search))
         return found
 
 
 class ArticleLoader(DataLoader[str, "NormalizedArticle | None"]):
     """Articles by id from Postgres: one ``WHERE id = ANY($1)`` per batch."""
 
-    def __init__(self, service: SourceService, deadline: Deadline) -> None:
+    def __init__(self, service: SourceService, deadline: Deadline, reads: ReadLog | None = None) -> None:
         super().__init__()
         self._service = service
         self._deadline = deadline
+        self._reads = reads
 
     async def batch_load_fn(self, keys: Sequence[str]) -> list[NormalizedArticle | None | Exception]:
         try:
             found = await self._service.articles_by_id(keys, self._deadline)
         except DatabaseUnavailable as exc:
             return [exc for _ in keys]
+        if self._reads is not None:
+            self._reads.articles(found.values(), missing=len(found) < len(set(keys)))
         return [found.get(k) for k in keys]
 
 
@@ -79,13 +91,18 @@ class HNItemLoader(DataLoader[tuple[str, int], "HNItem | None"]):
     """Hacker News items by (source id, item id). A comment tree loads one level per
     batch; each item is fetched at most once per request (and per TTL across them)."""
 
-    def __init__(self, settings: Settings, service: SourceService, deadline: Deadline) -> None:
+    def __init__(
+        self, settings: Settings, service: SourceService, deadline: Deadline, reads: ReadLog | None = None
+    ) -> None:
         super().__init__()
         self._settings = settings
         self._service = service
         self._deadline = deadline
+        self._reads = reads
 
     async def batch_load_fn(self, keys: Sequence[tuple[str, int]]) -> list[HNItem | None]:
+        if self._reads is not None:
+            self._reads.items(keys)
         by_source: dict[str, list[int]] = defaultdict(list)
         for source_id, item_id in keys:
             by_source[source_id].append(item_id)
@@ -108,18 +125,45 @@ class HNItemLoader(DataLoader[tuple[str, int], "HNItem | None"]):
         return out
 
 
-@dataclass(slots=True)
 class Loaders:
-    feeds: FeedLoader
-    articles: ArticleLoader
-    hn_items: HNItemLoader
+    """The request's loaders, each built on first use: most queries need one of them."""
+
+    __slots__ = ("_settings", "_service", "_deadline", "_outcomes", "_reads", "_feeds", "_articles", "_hn_items")
+
+    def __init__(
+        self, settings: Settings, service: SourceService, deadline: Deadline, *, outcomes: list[SourceOutcome],
+        reads: ReadLog | None = None,
+    ) -> None:
+        self._settings = settings
+        self._service = service
+        self._deadline = deadline
+        self._outcomes = outcomes
+        self._reads = reads
+        self._feeds: FeedLoader | None = None
+        self._articles: ArticleLoader | None = None
+        self._hn_items: HNItemLoader | None = None
 
     @classmethod
     def create(
-        cls, settings: Settings, service: SourceService, deadline: Deadline, *, outcomes: list[SourceOutcome]
+        cls, settings: Settings, service: SourceService, deadline: Deadline, *, outcomes: list[SourceOutcome],
+        reads: ReadLog | None = None,
     ) -> Loaders:
-        return cls(
-            FeedLoader(settings, service, deadline, outcomes),
-            ArticleLoader(service, deadline),
-            HNItemLoader(settings, service, deadline),
-        )
+        return cls(settings, service, deadline, outcomes=outcomes, reads=reads)
+
+    @property
+    def feeds(self) -> FeedLoader:
+        if self._feeds is None:
+            self._feeds = FeedLoader(self._settings, self._service, self._deadline, self._outcomes, self._reads)
+        return self._feeds
+
+    @property
+    def articles(self) -> ArticleLoader:
+        if self._articles is None:
+            self._articles = ArticleLoader(self._service, self._deadline, self._reads)
+        return self._articles
+
+    @property
+    def hn_items(self) -> HNItemLoader:
+        if self._hn_items is None:
+            self._hn_items = HNItemLoader(self._settings, self._service, self._deadline, self._reads)
+        return self._hn_items

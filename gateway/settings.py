@@ -48,6 +48,10 @@ DEFAULT_MAINTENANCE_INTERVAL_S = 0.5
 DEFAULT_GC_INTERVAL_S = 60.0
 #: Keys read within this many seconds are refreshed ahead of their TTL.
 DEFAULT_REFRESH_AHEAD_WINDOW_S = 300
+DEFAULT_RESPONSE_CACHE_TTL_MS = 1000  # longest life of an answer in the response cache; 0: off
+DEFAULT_RESPONSE_CACHE_MB = 64  # memory the response cache may use
+DEFAULT_PERSISTED_ONLY = False  # refuse documents that are not persisted (trusted or APQ)
+DEFAULT_PERSISTED_MAX = 10_000  # persisted documents kept in Postgres (APQ registrations beyond are refused)
 #: After SIGTERM, keep serving (with /readyz at 503) this long before shutting down.
 DEFAULT_SHUTDOWN_DELAY_S = 0.0
 #: "auto": JSON lines when stderr is not a terminal, readable console lines when it is.
@@ -171,6 +175,10 @@ class Settings:
     gc_interval_s: float = DEFAULT_GC_INTERVAL_S
     refresh_ahead_window_s: int = DEFAULT_REFRESH_AHEAD_WINDOW_S
     shutdown_delay_s: float = DEFAULT_SHUTDOWN_DELAY_S
+    response_cache_ttl_ms: int = DEFAULT_RESPONSE_CACHE_TTL_MS
+    response_cache_mb: int = DEFAULT_RESPONSE_CACHE_MB
+    persisted_only: bool = DEFAULT_PERSISTED_ONLY
+    persisted_max: int = DEFAULT_PERSISTED_MAX
     log_format: str = DEFAULT_LOG_FORMAT
     log_level: str = DEFAULT_LOG_LEVEL
     edge: EdgeSettings = field(default_factory=lambda: EdgeSettings())
@@ -210,15 +218,16 @@ class EnvVar:
         raw = env.get(self.name)
         if raw is None or raw == "":
             return Path(self.default) if self.kind is Path and self.default is not None else self.default
+        if self.kind is bool:
+            if raw.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"environment variable {self.name} must be true or false, got {raw!r}")
         if self.choices and raw not in self.choices:
             raise ConfigError(f"environment variable {self.name} must be one of {', '.join(self.choices)}, got {raw!r}")
         if self.kind in (str, Path):
             return self.kind(raw)
-        if self.kind is bool:
-            flag = _BOOLS.get(raw.strip().lower())
-            if flag is None:
-                raise ConfigError(f"environment variable {self.name} must be true or false, got {raw!r}")
-            return flag
         try:
             value = self.kind(raw)
         except ValueError:
@@ -227,9 +236,6 @@ class EnvVar:
         if value < self.minimum:
             raise ConfigError(f"environment variable {self.name} must be >= {self.minimum:g}, got {value}")
         return value
-
-
-_BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
 #: Every setting from the environment (besides GATEWAY_SOURCES), with its default.
@@ -255,6 +261,10 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("GATEWAY_SHUTDOWN_DELAY_S", "shutdown_delay_s", DEFAULT_SHUTDOWN_DELAY_S, float, 0),
     EnvVar("GATEWAY_LOG_FORMAT", "log_format", DEFAULT_LOG_FORMAT, str, choices=LOG_FORMATS),
     EnvVar("GATEWAY_LOG_LEVEL", "log_level", DEFAULT_LOG_LEVEL, str, choices=LOG_LEVELS),
+    EnvVar("GATEWAY_RESPONSE_CACHE_TTL_MS", "response_cache_ttl_ms", DEFAULT_RESPONSE_CACHE_TTL_MS, minimum=0),
+    EnvVar("GATEWAY_RESPONSE_CACHE_MB", "response_cache_mb", DEFAULT_RESPONSE_CACHE_MB),
+    EnvVar("GATEWAY_PERSISTED_ONLY", "persisted_only", DEFAULT_PERSISTED_ONLY, bool),
+    EnvVar("GATEWAY_PERSISTED_MAX", "persisted_max", DEFAULT_PERSISTED_MAX),
 )
 
 

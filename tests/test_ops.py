@@ -58,7 +58,8 @@ async def test_metrics_count_requests_operations_sources_and_breakers(
     assert value(text, "gateway_source_results_total", source="tech", status="CACHED") == 2
     assert value(text, "gateway_upstream_requests_total", source="tech", outcome="ok") == 1
     assert value(text, "gateway_breaker_state", source="tech", state="CLOSED") == 1
-    assert value(text, "gateway_cache_operations_total", layer="memory", result="hit") >= 2
+    # the third answer comes from the response cache, in front of the feed cache
+    assert value(text, "gateway_cache_operations_total", layer="memory", result="hit") >= 1
     assert samples(text, "gateway_db_pool_connections") and samples(text, "gateway_event_loop_lag_seconds")
     assert samples(text, "gateway_rate_limited_total") is not None
 

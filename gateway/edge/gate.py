@@ -220,7 +220,11 @@ class GraphQLGate:
         headers = [(k, v) for k, v in start["headers"] if k not in _INTERNAL and k not in (b"content-length", b"content-type")]
         payload = b"".join(chunks)
         is_graphql = any(k == ACTUAL_COST_HEADER for k, _ in start["headers"])
-        if is_graphql and start["status"] in (200, 400):  # a 304 (HTTP caching) keeps its empty body
+        # An answer a shared cache may keep (Cache-Control: public, with a strong ETag
+        # over its bytes) must stay the same for every client: its cost is told in the
+        # RateLimit headers only. A 304 (HTTP caching) keeps its empty body.
+        shared = any(k == b"cache-control" and v.startswith(b"public") for k, v in start["headers"])
+        if is_graphql and start["status"] in (200, 400) and not shared:
             payload = _with_cost(payload, _cost_json(requested, actual, status), has_extensions)
             content_type = GR_CT if media == GRAPHQL_RESPONSE_JSON else JSON_CT
         else:

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from datetime import datetime
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
-)
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.types.base_scalars import DateTimeDefinition
 from strawberry.types import ExecutionContext
 
+from gateway.documents import DOCUMENT_CACHE_SIZE, CachedDocuments, DocumentCache, limit_rules
 from gateway.ops.operations import OperationObserver
 from gateway.schema.errors import ErrorCodes
 from gateway.schema.query import Query
@@ -27,49 +23,47 @@ log = logging.getLogger("gateway.graphql")
 
 
 class GatewaySchema(strawberry.Schema):
+    #: Parsed and validated documents by text (see :mod:`gateway.documents`).
+    documents: DocumentCache
+
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         # Strawberry logs every error with a traceback by default. Client mistakes and
         # upstream trouble are not ours to page about; ErrorCodes logs the real bugs.
         return None
 
 
-#: Distinct documents whose parse and validation results are kept. Frontends send
-#: the same few queries over and over; validation is most of graphql-core's cost.
-DOCUMENT_CACHE_SIZE = 1024
 # Cost limits: each alias of `articles` with a new search is an upstream call, and
 # each level of `replies` a batch of them. Generous for real UIs, fatal for abuse.
 MAX_QUERY_DEPTH = 12
 MAX_ALIASES = 30
 MAX_TOKENS = 2000
 
+#: Strawberry's DateTime, with the spec generated clients map it by (@specifiedBy).
+DATETIME = dataclasses.replace(
+    DateTimeDefinition,
+    description="A date and time with a UTC offset, as RFC 3339 (ISO 8601) text, e.g. 2026-01-31T08:30:00+00:00.",
+    specified_by_url="https://www.rfc-editor.org/rfc/rfc3339",
+)
 
-#: Production mode's extra rule. The validation cache keys on the tuple of rule
-#: classes, which stays equal from request to request (the same classes).
-_NO_INTROSPECTION_RULES = [NoSchemaIntrospectionCustomRule]
 
-
-def build_schema(*, introspection: bool = True, suggestions: bool = True, **kwargs: Any) -> strawberry.Schema:
+def build_schema(*, introspection: bool = True, suggestions: bool = True, **kwargs: Any) -> GatewaySchema:
     """``introspection=False`` refuses ``__schema``/``__type``; ``suggestions=False``
     drops "Did you mean ...?" from errors (production mode, gateway/edge)."""
-    extra = [] if introspection else [lambda: AddValidationRules(_NO_INTROSPECTION_RULES)]
+    documents = DocumentCache(DOCUMENT_CACHE_SIZE)
+    # Built once: a stable rule set is what lets a validated document stay validated.
+    rules = limit_rules(max_depth=MAX_QUERY_DEPTH, max_aliases=MAX_ALIASES)
+    if not introspection:
+        rules = (*rules, NoSchemaIntrospectionCustomRule)
     if not suggestions:
         kwargs.setdefault("config", StrawberryConfig(disable_field_suggestions=True))
-    return GatewaySchema(
+    schema = GatewaySchema(
         query=Query,
-        extensions=[
-            *extra,
-            ErrorCodes,
-            OperationObserver,
-            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-            lambda: QueryDepthLimiter(max_depth=MAX_QUERY_DEPTH),
-            lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-            # Factories: strawberry builds extensions per request; these two keep
-            # their LRU at module level (keyed by size), shared across requests.
-            lambda: ParserCache(maxsize=DOCUMENT_CACHE_SIZE),
-            lambda: ValidationCache(maxsize=DOCUMENT_CACHE_SIZE),
-        ],
+        extensions=[ErrorCodes, OperationObserver, lambda: CachedDocuments(documents, rules, MAX_TOKENS)],
+        scalar_overrides={datetime: DATETIME},
         **kwargs,
     )
+    schema.documents = documents
+    return schema
 
 
 def export_sdl() -> str:

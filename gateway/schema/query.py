@@ -112,7 +112,7 @@ class Query:
         page, has_next = merge_page(streams, first=first, after=after_key, since=since)
         if info.context.meter is not None:
             info.context.meter.returned(1 + len(page))
-        return ArticleConnection(page=page, has_next=has_next, outcomes=outcomes)
+        return ArticleConnection(page=page, has_next=has_next, outcomes=outcomes, has_previous=after_key is not None)
 
     @strawberry.field(description="One article by id: any article the gateway has seen. Null if unknown.")
     async def article(
@@ -136,6 +136,7 @@ class Query:
 
     @strawberry.field(description="Health of the gateway, its database and its sources.")
     async def health(self, info: Info) -> Health:
+        info.context.mark_volatile()
         services = info.context.services
         db_health: DependencyHealth
         try:

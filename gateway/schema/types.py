@@ -91,6 +91,7 @@ class Source:
 
     @strawberry.field(description="The source's circuit breaker.")
     def breaker(self, info: Info) -> Breaker:
+        info.context.mark_volatile()
         breaker = info.context.services.breakers.get(self.config.id)
         if breaker is None:  # a source no longer configured (seen on an old cached article)
             return Breaker(state=BreakerState.CLOSED, failures=0, opened_at=None)
@@ -196,9 +197,13 @@ class ArticleEdge:
     node: Article = strawberry.field(description="The article.")
 
 
-@strawberry.type(description="Where a page ends.")
+@strawberry.type(description="Where a page starts and ends (Relay cursor connections).")
 class PageInfo:
     has_next_page: bool = strawberry.field(description="Whether more articles follow this page.")
+    has_previous_page: bool = strawberry.field(
+        description="Whether articles precede this page: true when it was asked for `after` a cursor."
+    )
+    start_cursor: str | None = strawberry.field(description="Cursor of the first article on this page.")
     end_cursor: str | None = strawberry.field(description="Cursor of the last article on this page.")
 
 
@@ -208,10 +213,19 @@ class SourceResult:
     status: SourceStatus = strawberry.field(description="Where its data came from, or why there is none.")
     error: SourceError | None = strawberry.field(description="What went wrong, if anything did.")
     latency_ms: int | None = strawberry.field(description="Time spent getting this source's data for this request.")
-    age_seconds: int | None = strawberry.field(description="Age of the data served; null when there is none.")
     dropped_items: int = strawberry.field(
         description="Items of the upstream's answer dropped as unusable (no title, no URL, a bad date, wrong types)."
     )
+    age: strawberry.Private[int | None]
+    fetched_at: strawberry.Private[datetime | None]
+
+    @strawberry.field(description="Age of the data served, whole seconds; null when there is none.")
+    def age_seconds(self, info: Info) -> int | None:
+        reads = info.context.reads
+        if reads is not None and self.fetched_at is not None:
+            # a cached copy of this answer recomputes the age from here
+            reads.age(info.path.as_list(), self.fetched_at.timestamp())
+        return self.age
 
     @classmethod
     def of(cls, outcome: SourceOutcome) -> SourceResult:
@@ -221,8 +235,9 @@ class SourceResult:
             status=outcome.status,
             error=SourceError.of(err) if err else None,
             latency_ms=outcome.latency_ms,
-            age_seconds=outcome.age_s,
             dropped_items=outcome.dropped,
+            age=outcome.age_s,
+            fetched_at=outcome.feed.fetched_at if outcome.feed is not None else None,
         )
 
 
@@ -232,6 +247,7 @@ class ArticleConnection:
     page: strawberry.Private[list[NormalizedArticle]]
     has_next: strawberry.Private[bool]
     outcomes: strawberry.Private[list[SourceOutcome]]
+    has_previous: strawberry.Private[bool] = False
 
     @strawberry.field(description="Articles with their cursors.")
     def edges(self) -> list[ArticleEdge]:
@@ -244,7 +260,10 @@ class ArticleConnection:
     @strawberry.field(description="Pagination.")
     def page_info(self) -> PageInfo:
         return PageInfo(
-            has_next_page=self.has_next, end_cursor=encode_cursor(self.page[-1]) if self.page else None
+            has_next_page=self.has_next,
+            has_previous_page=self.has_previous,
+            start_cursor=encode_cursor(self.page[0]) if self.page else None,
+            end_cursor=encode_cursor(self.page[-1]) if self.page else None,
         )
 
     @strawberry.field(description="One entry per source asked, with its status.")

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -37,6 +37,7 @@ class CacheListener:
         self._url = url
         self._waiters: dict[str, set[Watch]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
+        self._subscribers: list[Callable[[str | None], None]] = []
         self.connected = asyncio.Event()
 
     def start(self) -> None:
@@ -63,6 +64,14 @@ class CacheListener:
                 if not waiters:
                     del self._waiters[name]
 
+    def subscribe(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
+        """Call ``callback(payload)`` ("source_id|request_key") for every cache write
+        announced, by any process, and ``callback(None)`` on each (re)connect: anything
+        may have been missed meanwhile. Runs on the loop: keep it short. Returns the
+        unsubscribe function."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
+
     def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
         failure: tuple[str, int | None] | None = None
         if payload.startswith(FAILURE_PREFIX):
@@ -71,6 +80,9 @@ class CacheListener:
         for watch in self._waiters.get(payload, ()):
             watch.failure = failure
             watch.event.set()
+        if failure is None:  # a failed refresh changed no cached data
+            for callback in self._subscribers:
+                callback(payload)
 
     async def _run(self) -> None:
         delay = RECONNECT_MIN_S
@@ -87,6 +99,8 @@ class CacheListener:
                 for watches in list(self._waiters.values()):
                     for watch in watches:
                         watch.event.set()
+                for callback in list(self._subscribers):
+                    callback(None)
                 while not lost.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), timeout=10)

@@ -1,0 +1,467 @@
+"""The response cache in the process, and HTTP caching headers for ``/graphql``.
+
+::
+
+    HTTP ─► ResponseCacheMiddleware ─► CoalesceIdentical ─► GatewayGraphQL
+              key: method, query string, body, Accept, Content-Type
+              hit ─► (charge the client's cost: ``on_hit``) ─► answer, ages recomputed
+              miss ─► one execution per key at a time (singleflight); its ReadLog
+                      says what it read ─► store (if cacheable) ─► answer
+
+The key is the request as sent, so it covers the document (or persisted id),
+operation name, variables and the format asked for; client-visible settings are
+the app's own (one cache per app). Nothing is shared between apps.
+
+**What an answer read.** Execution fills a :class:`ReadLog` (the per-request
+context's ``reads``): each source outcome's key and freshness, articles and items
+read by id, and whether live process state (health, breakers) was shown.
+
+**Entry life.** At most ``GATEWAY_RESPONSE_CACHE_TTL_MS``, and never past the moment
+the first source read would stop being fresh (its status would then say STALE, not
+CACHED). Answers with a FRESH source are not stored (the next request would say
+CACHED); answers with STALE, FAILED, TIMEOUT or SKIPPED sources, or with errors, live
+:data:`PARTIAL_TTL_S` at most; answers showing live state are never stored.
+Entries are tagged ``source|request key`` and dropped when the NOTIFY listener hears
+that key written, by this process or any other (see :meth:`ResponseCache.invalidate`).
+
+**Truthful ages.** ``ageSeconds`` resolves through a resolver that records where in
+the answer it is and when its data was fetched; a hit recomputes those ages with the
+clock and re-encodes the answer only when one of them changed (once a second at most).
+
+**HTTP caching (GET only).** ``Cache-Control: public, max-age`` = seconds left before
+the first source read expires, ``stale-while-revalidate``/``stale-if-error`` from the
+sources' ``ttl_s``/``max_stale_s``, and a strong ``ETag`` (``If-None-Match`` gets 304).
+``no-store`` for POST, for authenticated clients (``Authorization`` or ``X-Api-Key``)
+and for answers with errors, failed sources or live state.
+
+Hand-written: no ASGI caching library knows GraphQL answers' freshness or tags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.outcomes import SourceOutcome, SourceStatus
+from gateway.resilience.clock import Clock
+from gateway.resilience.singleflight import SingleFlight
+from gateway.sources.base import NormalizedArticle
+
+READS_KEY = "gateway.reads"
+#: Longest life of an answer with a stale or failed source, or with errors.
+PARTIAL_TTL_S = 0.2
+#: max-age of an answer that read no source (only configuration: it changes on deploy).
+STATIC_MAX_AGE_S = 60
+#: Rough bookkeeping bytes per entry beyond its body (key, headers, dict slots).
+ENTRY_OVERHEAD_BYTES = 512
+#: A decoded answer kept for re-encoding costs about this many times its JSON size.
+DECODED_FACTOR = 8
+
+_NO_STORE = b"no-store"
+
+
+class ReadLog:
+    """What one execution read. Filled by the loaders and resolvers, read by the cache."""
+
+    __slots__ = ("tags", "fresh_until", "swr_s", "sie_s", "fresh", "partial", "stale", "volatile",
+                 "unknown_freshness", "ages", "result", "results", "cost", "operation", "statuses")
+
+    def __init__(self) -> None:
+        self.tags: set[str] = set()
+        self.fresh_until = math.inf  # epoch seconds: when the first source read stops being fresh
+        self.swr_s = math.inf
+        self.sie_s = math.inf
+        self.fresh = False  # a source was fetched for this request (FRESH)
+        self.partial = False  # a source has no data (FAILED, TIMEOUT, SKIPPED)
+        self.stale = False
+        self.volatile = False  # live process state shown: never cache
+        self.unknown_freshness = False  # read by id (articles, items): no freshness to advertise
+        self.ages: list[tuple[list[str | int], float]] = []  # (path in the answer, fetched at, epoch)
+        self.result: dict[str, Any] | None = None  # the answer, as encoded
+        self.results = 0  # answers produced (a batch has several: not cached)
+        self.cost: int | None = None  # the query's cost, when the edge estimates one
+        self.operation: tuple[str | None, str] | None = None  # (name, type) of the operation run
+        self.statuses: list[tuple[str, str]] = []  # (source id, status) of each outcome, for metrics
+
+    def outcome(self, outcome: SourceOutcome, request_key: str) -> None:
+        source = outcome.source
+        self.tags.add(f"{source.id}|{request_key}")
+        status = outcome.status
+        self.statuses.append((source.id, status.value))
+        if status is SourceStatus.FRESH:
+            self.fresh = True
+        elif status is SourceStatus.STALE:
+            self.stale = True
+        elif not status.has_data:
+            self.partial = True
+        if outcome.feed is not None:
+            self.fresh_until = min(self.fresh_until, outcome.feed.fetched_at.timestamp() + source.ttl_s)
+        # The service serves a stale copy while revalidating up to one TTL past expiry
+        # (and never past max_stale_s), and on errors up to max_stale_s.
+        self.swr_s = min(self.swr_s, max(0, min(2 * source.ttl_s, source.max_stale_s) - source.ttl_s))
+        self.sie_s = min(self.sie_s, max(0, source.max_stale_s - source.ttl_s))
+
+    def articles(self, found: Iterable[NormalizedArticle], *, missing: bool) -> None:
+        """Articles read by id: any write by their source may change them; an id not
+        found may appear with any source's next write (tag ``*``)."""
+        self.unknown_freshness = True
+        for article in found:
+            self.tags.add(f"{article.source_id}|*")
+        if missing:
+            self.tags.add("*")
+
+    def items(self, keys: Sequence[tuple[str, int]]) -> None:
+        self.unknown_freshness = True
+        for source_id, item_id in keys:
+            self.tags.add(f"{source_id}|item:{item_id}")
+
+    def age(self, path: list[str | int], fetched_ts: float) -> None:
+        self.ages.append((path, fetched_ts))
+
+    def produced(self, result: dict[str, Any]) -> None:
+        self.results += 1
+        self.result = result
+
+
+def _outcome(result: dict[str, Any] | None) -> str:
+    """As the operation observer counts it: ok, partial (data and errors), error."""
+    if result is None or (result.get("errors") and result.get("data") is None):
+        return "error"
+    return "partial" if result.get("errors") else "ok"
+
+
+def _etag(body: bytes) -> bytes:
+    return b'"' + hashlib.blake2b(body, digest_size=16).hexdigest().encode() + b'"'
+
+
+@dataclass(slots=True)
+class Answer:
+    """One executed answer: what is sent, and what decides its headers and life."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]  # without content-length, cache-control, etag
+    body: bytes
+    etag: bytes
+    result: dict[str, Any] | None  # kept only when ages must be recomputed
+    ages: list[tuple[list[str | int], float]]
+    last_ages: tuple[int, ...]
+    publishable: bool  # may a shared cache (CDN) keep it
+    fresh_until: float
+    swr_s: float
+    sie_s: float
+    unknown_freshness: bool
+    read_sources: bool
+    cost: int | None
+    #: What a hit repeats for metrics: (operation name, type, outcome) and source statuses.
+    operation: tuple[str | None, str, str] | None = None
+    statuses: tuple[tuple[str, str], ...] = ()
+    # cache bookkeeping
+    key: tuple[bytes, ...] = ()
+    tags: frozenset[str] = frozenset()
+    expires: float = 0.0  # monotonic
+    size: int = 0
+
+    def current(self, now_ts: float) -> tuple[bytes, bytes]:
+        """Body and ETag as of ``now_ts``: ``ageSeconds`` recomputed from when each
+        source's data was fetched (as the service computes it, whole seconds)."""
+        if not self.ages or self.result is None:
+            return self.body, self.etag
+        ages = tuple(int(max(0.0, now_ts - fetched)) for _, fetched in self.ages)
+        if ages != self.last_ages:
+            data = self.result.get("data")
+            for (path, _), age in zip(self.ages, ages, strict=True):
+                node: Any = data
+                for step in path[:-1]:
+                    node = node[step]
+                node[path[-1]] = age
+            self.body = orjson.dumps(self.result)
+            self.etag = _etag(self.body)
+            self.last_ages = ages
+        return self.body, self.etag
+
+    def cache_control(self, now_ts: float) -> bytes:
+        if not self.publishable:
+            return _NO_STORE
+        if not self.read_sources:
+            max_age = STATIC_MAX_AGE_S
+        elif self.unknown_freshness or self.fresh_until == math.inf:
+            max_age = 0
+        else:
+            max_age = max(0, int(self.fresh_until - now_ts))
+        parts = [f"public, max-age={max_age}"]
+        if self.read_sources and self.swr_s != math.inf:
+            parts.append(f"stale-while-revalidate={int(self.swr_s)}")
+        if self.read_sources and self.sie_s != math.inf:
+            parts.append(f"stale-if-error={int(self.sie_s)}")
+        return ", ".join(parts).encode()
+
+
+class ResponseCache:
+    """Answers by request key, bounded in bytes, tagged by the source keys they read."""
+
+    def __init__(self, *, ttl_ms: int, max_mb: int, clock: Clock) -> None:
+        self.ttl_s = ttl_ms / 1000
+        self.max_bytes = max_mb * 1024 * 1024
+        self.clock = clock
+        self._entries: OrderedDict[tuple[bytes, ...], Answer] = OrderedDict()
+        self._by_tag: dict[str, set[tuple[bytes, ...]]] = {}
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self.stores = 0
+        self.invalidated = 0  # entries dropped by invalidate()
+        self.notified = 0  # invalidate() calls
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl_s > 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def get(self, key: tuple[bytes, ...]) -> Answer | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        if entry.expires <= self.clock.monotonic():
+            self._drop(key)
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry
+
+    def life_s(self, reads: ReadLog, status: int) -> float:
+        """How long an answer may be served from here; 0: not at all."""
+        if not self.enabled or status != 200 or reads.volatile or reads.fresh or reads.results != 1:
+            return 0.0
+        life = self.ttl_s
+        result = reads.result or {}
+        if reads.partial or reads.stale or result.get("errors"):
+            life = min(life, PARTIAL_TTL_S)
+        if reads.fresh_until != math.inf and not (reads.partial or reads.stale):
+            life = min(life, reads.fresh_until - self.clock.now().timestamp())
+        return max(0.0, life)
+
+    def put(self, key: tuple[bytes, ...], answer: Answer, tags: set[str], life_s: float) -> None:
+        if life_s <= 0:
+            return
+        size = ENTRY_OVERHEAD_BYTES + sum(len(k) for k in key) + len(answer.body)
+        if answer.result is not None:
+            size += DECODED_FACTOR * len(answer.body)
+        if size > self.max_bytes // 8:
+            return  # one huge answer must not flush everything else
+        self._drop(key)
+        now = self.clock.monotonic()
+        # Expired entries are dropped when asked for, and here from the cold end, so
+        # the cache holds about one TTL's worth of answers, not MB of dead ones.
+        while self._entries:
+            oldest = next(iter(self._entries.values()))
+            if oldest.expires > now:
+                break
+            self._drop(oldest.key)
+        answer.key, answer.tags, answer.size = key, frozenset(tags), size
+        answer.expires = now + life_s
+        self._entries[key] = answer
+        self._bytes += size
+        for tag in answer.tags:
+            self._by_tag.setdefault(tag, set()).add(key)
+        self.stores += 1
+        while self._bytes > self.max_bytes and self._entries:
+            self._drop(next(iter(self._entries)))
+
+    def invalidate(self, payload: str | None) -> None:
+        """A cache write was announced (``source_id|request_key``), or None: the
+        listener reconnected and may have missed some, so forget everything."""
+        self.notified += 1
+        if payload is None:
+            self.invalidated += len(self._entries)
+            self._entries.clear()
+            self._by_tag.clear()
+            self._bytes = 0
+            return
+        source_id = payload.partition("|")[0]
+        for tag in (payload, f"{source_id}|*", "*"):
+            for key in list(self._by_tag.get(tag, ())):
+                self._drop(key)
+                self.invalidated += 1
+
+    def _drop(self, key: tuple[bytes, ...]) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        self._bytes -= entry.size
+        for tag in entry.tags:
+            keys = self._by_tag.get(tag)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_tag[tag]
+
+
+#: Called on a hit before answering. The app counts the hit as the operation it repeats
+#: (metrics); the edge charges the client's cost here (``answer.cost``, which a cost
+#: extension sets on the miss through ``info.context.reads.cost``) and may answer
+#: itself (e.g. 429) by returning True.
+HitHook = Callable[[Scope, Answer, Send], Awaitable[bool]]
+
+
+def _header(scope: Scope, name: bytes) -> bytes:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return b""
+
+
+@dataclass(slots=True)
+class _Captured:
+    start: Message | None = None
+    body: list[bytes] = field(default_factory=list)
+
+
+class ResponseCacheMiddleware:
+    """ASGI middleware in front of the GraphQL endpoint (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, cache: ResponseCache, *, max_body_bytes: int, on_hit: HitHook | None = None):
+        self.app = app
+        self.cache = cache
+        self.max_body_bytes = max_body_bytes
+        self.on_hit = on_hit
+        self._flights: SingleFlight[Answer] = SingleFlight()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("GET", "POST"):
+            await self.app(scope, receive, send)
+            return
+        accept = _header(scope, b"accept")
+        if scope["method"] == "GET" and b"text/html" in accept:
+            await self.app(scope, receive, send)  # the GraphiQL page
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            more = message.get("more_body", False)
+            if size > self.max_body_bytes:
+                await self.app(scope, _replay(chunks, more, receive), send)  # downstream refuses it
+                return
+        body = b"".join(chunks)
+        key = (scope["method"].encode(), scope["query_string"], body, accept, _header(scope, b"content-type"))
+        answer = self.cache.get(key) if self.cache.enabled else None
+        if answer is not None:
+            if self.on_hit is not None and await self.on_hit(scope, answer, send):
+                return
+        else:
+            answer = await self._flights.do(key, lambda: self._produce(scope, body, key))
+        await self._send(scope, send, answer)
+
+    async def _produce(self, scope: Scope, body: bytes, key: tuple[bytes, ...]) -> Answer:
+        reads = ReadLog()
+        inner = dict(scope)
+        inner[READS_KEY] = reads
+        captured = _Captured()
+        sent = False
+        never = asyncio.Event()
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await never.wait()  # nothing more will come; don't fake a disconnect
+            raise AssertionError("unreachable")
+
+        async def capture(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                captured.start = message
+            elif message["type"] == "http.response.body":
+                captured.body.append(message.get("body", b""))
+
+        await self.app(inner, replay, capture)
+        assert captured.start is not None
+        status = captured.start["status"]
+        headers = [
+            (k, v) for k, v in captured.start.get("headers", [])
+            if k.lower() not in (b"content-length", b"cache-control", b"etag")
+        ]
+        out = b"".join(captured.body)
+        life = self.cache.life_s(reads, status)
+        keep_result = bool(reads.ages) and reads.result is not None and reads.results == 1
+        errors = bool((reads.result or {}).get("errors")) or reads.results != 1
+        answer = Answer(
+            status=status,
+            headers=headers,
+            body=out,
+            etag=_etag(out),
+            result=reads.result if keep_result else None,
+            ages=reads.ages if keep_result else [],
+            last_ages=tuple(int(max(0.0, self.cache.clock.now().timestamp() - f)) for _, f in reads.ages)
+            if keep_result else (),
+            publishable=status == 200 and not (reads.volatile or reads.partial or errors),
+            fresh_until=reads.fresh_until,
+            swr_s=reads.swr_s,
+            sie_s=reads.sie_s,
+            unknown_freshness=reads.unknown_freshness,
+            read_sources=bool(reads.tags),
+            cost=reads.cost,
+            operation=(*reads.operation, _outcome(reads.result)) if reads.operation else None,
+            statuses=tuple(reads.statuses),
+        )
+        if keep_result:
+            # The recorded ages are what the service computed a moment ago; make the
+            # stored body agree with our own computation from here on.
+            answer.current(self.cache.clock.now().timestamp())
+        self.cache.put(key, answer, reads.tags, life)
+        return answer
+
+    async def _send(self, scope: Scope, send: Send, answer: Answer) -> None:
+        now_ts = self.cache.clock.now().timestamp()
+        body, etag = answer.current(now_ts)
+        headers = list(answer.headers)
+        is_get = scope["method"] == "GET"
+        authenticated = bool(_header(scope, b"authorization") or _header(scope, b"x-api-key"))
+        cache_control = answer.cache_control(now_ts) if is_get and not authenticated else _NO_STORE
+        headers.append((b"cache-control", cache_control))
+        status = answer.status
+        if is_get and cache_control != _NO_STORE and answer.status == 200:
+            headers.append((b"etag", etag))
+            headers.append((b"vary", b"Accept"))  # the format asked for is part of the key
+            inm = _header(scope, b"if-none-match")
+            # If-None-Match compares weakly (RFC 9110 13.1.2): a W/ prefix still matches.
+            if inm and (inm.strip() == b"*" or etag in (t.strip().removeprefix(b"W/") for t in inm.split(b","))):
+                status, body = 304, b""
+                headers = [(k, v) for k, v in headers if k.lower() != b"content-type"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _replay(chunks: list[bytes], more: bool, receive: Receive) -> Receive:
+    pending = list(chunks)
+
+    async def replayed() -> Message:
+        if pending:
+            chunk = pending.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(pending) or more}
+        return await receive()
+
+    return replayed
