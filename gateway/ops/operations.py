@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import structlog
+import logging
+
 from opentelemetry.trace import Span, Status, StatusCode
 from strawberry.extensions import SchemaExtension
 
-log = structlog.get_logger("gateway.request")
+# The standard library's logger, not structlog's: unconfigured (a test, an embedding
+# app) an INFO line costs one level check; configured (gateway/ops/logging.py) its
+# ``extra`` fields become the JSON line's keys.
+log = logging.getLogger("gateway.request")
 
 
 class OperationObserver(SchemaExtension):
@@ -42,17 +46,22 @@ class OperationObserver(SchemaExtension):
         op_type = self._operation_type()
         name = self.execution_context.operation_name
         metrics.operation(name, op_type, outcome, seconds)
-        log.info(
-            "graphql.operation",
-            request_id=ctx.request_id,
-            client=ctx.client_id,
-            operation_name=name,
-            operation_type=op_type,
-            outcome=outcome,
-            duration_ms=round(seconds * 1000, 2),
-            sources={o.source.id: o.status.value for o in ctx.outcomes},
-            errors=[(e.extensions or {}).get("code") for e in result.errors] if result and result.errors else None,
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "graphql.operation",
+                extra={
+                    "request_id": ctx.request_id,
+                    "client": ctx.client_id,
+                    "operation_name": name,
+                    "operation_type": op_type,
+                    "outcome": outcome,
+                    "duration_ms": round(seconds * 1000, 2),
+                    "sources": {o.source.id: o.status.value for o in ctx.outcomes},
+                    "errors": [(e.extensions or {}).get("code") for e in result.errors]
+                    if result and result.errors
+                    else None,
+                },
+            )
 
     def _operation_type(self) -> str:
         try:

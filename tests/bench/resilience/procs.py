@@ -357,6 +357,16 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+#: ``BENCH_GATEWAY_ENV="GATEWAY_X=1,GATEWAY_Y=2"``: settings for the gateway under test
+#: (to see what a feature costs), applied over the benchmark's own.
+EXTRA_GATEWAY_ENV = "BENCH_GATEWAY_ENV"
+
+
+def _extra_gateway_env() -> dict[str, str]:
+    pairs = (p.split("=", 1) for p in os.environ.get(EXTRA_GATEWAY_ENV, "").split(",") if "=" in p)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
 def sources_toml(demo_url: str) -> str:
     out = []
     for s in SOURCES:
@@ -397,6 +407,7 @@ async def running_gateway(ctx: Context, workers: int, database_url: str, label: 
         GATEWAY_SOURCES=str(ctx.sources_file),
         GATEWAY_REQUEST_DEADLINE_MS=str(DEADLINE_MS),
         GATEWAY_DATA_DIR=str(ctx.root / "gateway-data"),
+        **_extra_gateway_env(),
     )
     cmd = [*_gateway_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
            "--log-level", "info"]
