@@ -107,7 +107,7 @@ def create_app(
             name, op_type, outcome = answer.operation
             metrics.operation(name, op_type, outcome, 0.0)
         for source_id, status in answer.statuses:
-            metrics.source_results.labels(source_id, status).inc()
+            metrics.source_result(source_id, status)
         return False
 
     response_cache = ResponseCache(

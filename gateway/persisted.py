@@ -219,6 +219,9 @@ class PersistedDocumentsMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if not self.persisted_only and b'"documentId"' not in body and b'"persistedQuery"' not in body:
+            await self.app(scope, _replay(body), send)  # the common case, decided without parsing
+            return
         try:
             request = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:

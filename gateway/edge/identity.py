@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 from dataclasses import dataclass
@@ -94,6 +95,7 @@ class ClientIdentityMiddleware:
         return any(ip in net for net in self.trusted)
 
 
+@functools.lru_cache(maxsize=4096)  # the same few addresses arrive over and over
 def anonymous_key(address: str) -> str:
     """An IPv4 address as is; an IPv6 address by its /64, which one subscriber usually
     holds whole (rotating within it must not buy new buckets)."""

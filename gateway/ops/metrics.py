@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -88,6 +89,19 @@ class Metrics:
             multiprocess_mode="livemax", registry=r,
         )
         self._operation_names: set[str] = set()
+        # Label children by their values: prometheus-client's labels() validates and
+        # locks on every call, a cost the warm path pays per request and per source.
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
+
+    def source_result(self, source_id: str, status: str) -> None:
+        self.child(self.source_results, source_id, status).inc()
 
     # -- recording ------------------------------------------------------------------
     def operation(self, name: str | None, operation_type: str, outcome: str, seconds: float) -> None:
@@ -98,12 +112,12 @@ class Metrics:
                 name = "other"
             else:
                 self._operation_names.add(name)
-        self.graphql_operations.labels(name, operation_type, outcome).inc()
+        self.child(self.graphql_operations, name, operation_type, outcome).inc()
         self.graphql_duration.observe(seconds)
 
     def upstream(self, source_id: str, outcome: str, seconds: float) -> None:
-        self.upstream_requests.labels(source_id, outcome).inc()
-        self.upstream_duration.labels(source_id).observe(seconds)
+        self.child(self.upstream_requests, source_id, outcome).inc()
+        self.child(self.upstream_duration, source_id).observe(seconds)
 
     def breaker_changed(self, source_id: str, old: BreakerState, new: BreakerState) -> None:
         for state in BreakerState:
@@ -150,7 +164,7 @@ class HTTPMetrics:
         try:
             await self.app(scope, receive, counting)
         finally:
-            self.metrics.http_requests.labels(route_label(scope["path"]), scope["method"], str(status)).inc()
+            self.metrics.child(self.metrics.http_requests, route_label(scope["path"]), scope["method"], str(status)).inc()
 
 
 def route_label(path: str) -> str:

@@ -5,9 +5,8 @@ its duration and each source's status."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import logging
+from collections.abc import Iterator
 
 from opentelemetry.trace import Span, Status, StatusCode
 from strawberry.extensions import SchemaExtension

@@ -100,7 +100,7 @@ class SourceService:
                 if outcome.error is not None:
                     span.set_attribute("gateway.source.error", outcome.error.code)
         if self.metrics is not None:
-            self.metrics.source_results.labels(source.id, outcome.status.value).inc()
+            self.metrics.source_result(source.id, outcome.status.value)
         return outcome
 
     async def _fetch(self, source: SourceConfig, search: str | None, deadline: Deadline) -> SourceOutcome:
