@@ -20,23 +20,15 @@ refuses bodies over a size limit with 413 before reading further.
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
-
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.asgi import Captured, run_captured
 from gateway.resilience.clock import Clock
 from gateway.resilience.singleflight import SingleFlight
 
 ARRIVED_KEY = "gateway.arrived"
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-
-
-@dataclass(slots=True)
-class _Captured:
-    start: Message | None = None
-    body: list[bytes] = field(default_factory=list)
 
 
 class _BodyTooLarge(Exception):
@@ -55,7 +47,7 @@ class CoalesceIdentical:
         self.app = app
         self.clock = clock
         self.max_body_bytes = max_body_bytes
-        self._flights: SingleFlight[_Captured] = SingleFlight()
+        self._flights: SingleFlight[Captured] = SingleFlight()
         self.executions = 0  # requests that actually ran (the others shared)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -94,28 +86,9 @@ class CoalesceIdentical:
                 break
         return b"".join(chunks)
 
-    async def _execute(self, scope: Scope, body: bytes) -> _Captured:
+    async def _execute(self, scope: Scope, body: bytes) -> Captured:
         self.executions += 1
-        captured = _Captured()
-        sent = False
-        never = asyncio.Event()
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await never.wait()  # nothing more will come; don't fake a disconnect
-            raise AssertionError("unreachable")
-
-        async def capture(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                captured.start = message
-            elif message["type"] == "http.response.body":
-                captured.body.append(message.get("body", b""))
-
-        await self.app(dict(scope), replay, capture)
-        return captured
+        return await run_captured(self.app, dict(scope), body)
 
 
 async def _send_error(send: Send, status: int, code: str, message: str) -> None:

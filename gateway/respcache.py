@@ -39,17 +39,17 @@ Hand-written: no ASGI caching library knows GraphQL answers' freshness or tags.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.asgi import run_captured
 from gateway.outcomes import SourceOutcome, SourceStatus
 from gateway.resilience.clock import Clock
 from gateway.resilience.singleflight import SingleFlight
@@ -326,12 +326,6 @@ def _header(scope: Scope, name: bytes) -> bytes:
     return b""
 
 
-@dataclass(slots=True)
-class _Captured:
-    start: Message | None = None
-    body: list[bytes] = field(default_factory=list)
-
-
 class ResponseCacheMiddleware:
     """ASGI middleware in front of the GraphQL endpoint (see the module docstring)."""
 
@@ -378,25 +372,7 @@ class ResponseCacheMiddleware:
         reads = ReadLog()
         inner = dict(scope)
         inner[READS_KEY] = reads
-        captured = _Captured()
-        sent = False
-        never = asyncio.Event()
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await never.wait()  # nothing more will come; don't fake a disconnect
-            raise AssertionError("unreachable")
-
-        async def capture(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                captured.start = message
-            elif message["type"] == "http.response.body":
-                captured.body.append(message.get("body", b""))
-
-        await self.app(inner, replay, capture)
+        captured = await run_captured(self.app, inner, body)
         assert captured.start is not None
         status = captured.start["status"]
         headers = [

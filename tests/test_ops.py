@@ -180,7 +180,7 @@ async def test_one_scrape_sums_every_worker(demo: DemoServer, database_url: str,
 
 
 async def test_sigterm_drains_then_stops(demo: DemoServer, database_url: str, tmp_path: Path) -> None:
-    with serving(demo, database_url, tmp_path, GATEWAY_SHUTDOWN_DELAY_S="3") as (proc, base):
+    with serving(demo, database_url, tmp_path, GATEWAY_SHUTDOWN_DELAY_S="8") as (proc, base):
         async with client(base, proc) as c:
             proc.send_signal(signal.SIGTERM)
             for _ in range(50):
@@ -192,7 +192,7 @@ async def test_sigterm_drains_then_stops(demo: DemoServer, database_url: str, tm
             # still serving while the load balancer takes it out of rotation
             assert (await c.post("/graphql", json={"query": NAMED})).status_code == 200
             assert proc.poll() is None
-        assert await asyncio.to_thread(proc.wait, 30) == 128 + signal.SIGTERM  # as after any SIGTERM
+        assert await asyncio.to_thread(proc.wait, 60) == 128 + signal.SIGTERM  # as after any SIGTERM
 
 
 async def test_logs_are_json_lines_with_the_request_id(demo: DemoServer, database_url: str, tmp_path: Path) -> None:
