@@ -13,11 +13,12 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
 from gateway.coalesce import ARRIVED_KEY, CoalesceIdentical
@@ -27,6 +28,7 @@ from gateway.edge.gate import GraphQLGate
 from gateway.edge.graphql_view import EdgeViewMixin
 from gateway.edge.identity import CLIENT
 from gateway.edge.runtime import EdgeRuntime
+from gateway.edge.streams import CURSOR_EXTENSION, STREAM, sse_transport, websocket_charge
 from gateway.errors import GatewayError
 from gateway.graphiql import graphiql_html, graphiql_routes
 from gateway.ops.metrics import HTTPMetrics, Metrics
@@ -61,6 +63,10 @@ class GatewayGraphQL(EdgeViewMixin, GraphQL[GatewayContext, None]):
         identity = request.scope.get(CLIENT)
         if identity is not None:
             ctx.client_id = identity.id
+        if request.scope["type"] == "websocket":
+            ctx.charge_subscription = websocket_charge(request.scope, services.settings.subscription_cost)
+        else:
+            ctx.last_event_id = request.headers.get("last-event-id")
         self.remember_context(request, ctx)
         return ctx
 
@@ -78,6 +84,10 @@ class GatewayGraphQL(EdgeViewMixin, GraphQL[GatewayContext, None]):
             request_id = request.headers.get("x-request-id")
             result.errors = [e if (e.extensions or {}).get("code") else classify(e, request_id) for e in result.errors]
         processed = await super().process_result(request, result)
+        if request.scope.get(STREAM):
+            ctx = self.context_of(request)
+            if ctx is not None and ctx.live_cursor is not None:
+                processed.setdefault("extensions", {})[CURSOR_EXTENSION] = ctx.live_cursor  # the SSE id
         reads = request.scope.get(READS_KEY)
         if reads is not None:
             reads.produced(processed)  # the response cache keeps what is encoded
@@ -126,7 +136,9 @@ def create_app(
         app.state.services = services  # for tests and operators' tooling
         readiness = Readiness(services)
         app.state.readiness = readiness
-        drain = Drain(readiness, settings.shutdown_delay_s)
+        # Live streams end cleanly before the server waits for open connections.
+        on_stop = [services.live.close] if services.live is not None else []
+        drain = Drain(readiness, settings.shutdown_delay_s, on_stop=on_stop)
         drain.install()
         edge = EdgeRuntime.start(settings, sdl=schema.as_str(), db=services.db, clock=clock)
         app.state.edge = edge
@@ -154,7 +166,16 @@ def create_app(
                 provider.shutdown()  # flushes the spans still queued
 
     schema = build_schema(introspection=settings.edge.introspection_on, suggestions=settings.edge.suggestions_on)
-    graphql_app = GatewayGraphQL(schema, graphql_ide="graphiql" if settings.edge.graphiql_on else None)
+    graphql_app = GatewayGraphQL(
+        schema,
+        graphql_ide="graphiql" if settings.edge.graphiql_on else None,
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_SSE_PROTOCOL),
+        # Browsers do not apply CORS to WebSocket handshakes: the view checks Origin
+        # against the same list (same-origin and non-browser clients always pass).
+        allowed_origins=[o for o in settings.edge.cors_origins],
+        max_subscriptions_per_connection=settings.subscriptions_per_client,
+    )
+    graphql_app.stream_transport_classes_by_protocol = {GRAPHQL_SSE_PROTOCOL: sse_transport(settings.subscription_heartbeat_s)}
 
     async def root(request: Request) -> Response:
         return RedirectResponse("/graphql")
@@ -192,6 +213,10 @@ def create_app(
                     persisted_only=settings.persisted_only,
                 ),
             ),
+            # Subscriptions over graphql-transport-ws: the HTTP-only layers above have
+            # nothing to do with a WebSocket (the edge's identity and the view's Origin
+            # check apply; each subscription is charged when it starts).
+            WebSocketRoute("/graphql", graphql_app),
             *graphiql_routes(),
         ],
         # Outermost first: every answer is counted, the edge's refusals too.

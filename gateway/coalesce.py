@@ -24,6 +24,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.asgi import Captured, run_captured
+from gateway.edge.streams import STREAM
 from gateway.resilience.clock import Clock
 from gateway.resilience.singleflight import SingleFlight
 
@@ -55,6 +56,9 @@ class CoalesceIdentical:
             await self.app(scope, receive, send)
             return
         scope[ARRIVED_KEY] = self.clock.monotonic()
+        if scope.get(STREAM):
+            await self.app(scope, receive, send)  # an event stream is nobody else's answer
+            return
         accept = _header(scope, b"accept")
         if scope["method"] not in ("GET", "POST") or (scope["method"] == "GET" and b"text/html" in accept):
             await self.app(scope, receive, send)  # GraphiQL page, OPTIONS, 405s: nothing to share

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,12 @@ class GatewayContext:
     reads: ReadLog | None = None
     #: The parsed document's cache entry (see :mod:`gateway.documents`).
     document: CachedDocument | None = None
+    #: Live updates: the SSE ``Last-Event-ID`` header (a resume cursor), the charge
+    #: a WebSocket subscription pays when it starts (None: the gate charged already),
+    #: and the cursor of the event being sent (the SSE event id).
+    last_event_id: str | None = None
+    charge_subscription: Callable[[], None] | None = None
+    live_cursor: str | None = None
 
     def mark_volatile(self) -> None:
         """This answer shows live process state (health, breakers): never cache it."""

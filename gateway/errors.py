@@ -18,7 +18,9 @@
     │   │   └── DeadlineExceeded      DEADLINE_EXCEEDED
     │   ├── UnknownSource             UNKNOWN_SOURCE         (an article of a source since removed)
     │   └── SourceInternalError       INTERNAL               (a bug: details in the log only)
-    └── DatabaseUnavailable           DATABASE_UNAVAILABLE
+    ├── DatabaseUnavailable           DATABASE_UNAVAILABLE
+    └── LiveRefused                   (a subscription refused or ended by us, with its reason)
+                                      TOO_MANY_SUBSCRIPTIONS, RATE_LIMITED, SLOW_CONSUMER, SHUTTING_DOWN
 
 A rejection we cause ourselves is not an upstream failure (Envoy's rule): only
 ``UpstreamError`` is recorded by circuit breakers and retried. Every ``SourceError``
@@ -165,6 +167,17 @@ class SourceInternalError(SourceError):
 
 class DatabaseUnavailable(GatewayError):
     code = "DATABASE_UNAVAILABLE"
+
+
+class LiveRefused(GatewayError):
+    """A live subscription we refused (over the client's cap or rate limit) or ended
+    (its queue filled: a slow consumer; the process shuts down). ``extensions``
+    carries the code on every transport: graphql-core copies an original error's
+    ``extensions`` into the GraphQL error, which the WebSocket protocol sends as is."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message, code=code)
+        self.extensions = {"code": code}
 
 
 def source_error_of(code: str, message: str, *, http_status: int | None = None) -> SourceError:

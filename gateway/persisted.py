@@ -36,8 +36,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.edge.streams import replay_then
 from gateway.errors import ConfigError, DatabaseUnavailable
 from gateway.store import persisted as persisted_queries
 from gateway.store.db import Database
@@ -220,7 +221,7 @@ class PersistedDocumentsMiddleware:
                 break
         body = b"".join(chunks)
         if not self.persisted_only and b'"documentId"' not in body and b'"persistedQuery"' not in body:
-            await self.app(scope, _replay(body), send)  # the common case, decided without parsing
+            await self.app(scope, replay_then(body, receive), send)  # the common case, decided without parsing
             return
         try:
             request = orjson.loads(body) if body else None
@@ -236,7 +237,7 @@ class PersistedDocumentsMiddleware:
                 request["query"] = text
                 request.pop("documentId", None)
                 body = orjson.dumps(request)
-        await self.app(scope, _replay(body), send)
+        await self.app(scope, replay_then(body, receive), send)
 
     async def _resolve(self, scope: Scope, request: Mapping[str, Any]) -> str | None:
         """The document's text for a persisted request; None: a plain request, passed on."""
@@ -295,17 +296,6 @@ def _database(scope: Scope) -> Database | None:
     return services.db if services is not None else None
 
 
-def _replay(body: bytes) -> Receive:
-    sent = False
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
-
-    return receive
 
 
 async def _refuse(send: Send, refusal: _Refusal) -> None:

@@ -50,6 +50,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.asgi import run_captured
+from gateway.edge.streams import STREAM
 from gateway.outcomes import SourceOutcome, SourceStatus
 from gateway.resilience.clock import Clock
 from gateway.resilience.singleflight import SingleFlight
@@ -337,8 +338,8 @@ class ResponseCacheMiddleware:
         self._flights: SingleFlight[Answer] = SingleFlight()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "POST"):
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] not in ("GET", "POST") or scope.get(STREAM):
+            await self.app(scope, receive, send)  # event streams are not answers to keep
             return
         accept = _header(scope, b"accept")
         if scope["method"] == "GET" and b"text/html" in accept:

@@ -1,7 +1,8 @@
 """Everything with a process lifetime, built once in the app's lifespan and torn down
 there, in reverse order: database (embedded or not), LISTEN connection, HTTP client,
 the parser process, the fetch statistics writer, the source service with its breakers
-and bulkheads, and the maintenance round (one leader across processes)."""
+and bulkheads, the live-updates hub, and the maintenance round (one leader across
+processes)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway.live import LiveHub
 from gateway.ops.maintenance import Maintenance
 from gateway.ops.metrics import Metrics, cancel, sample_forever
 from gateway.ops.stats import StatsWriter
@@ -58,6 +60,7 @@ class Services:
     _stack: AsyncExitStack
     stats: StatsWriter | None = None
     maintenance: Maintenance | None = None
+    live: LiveHub | None = None
 
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:
@@ -114,9 +117,19 @@ class Services:
                 name="gateway-metrics-sampler",
             )
             stack.push_async_callback(cancel, sampler)
-            # Every process shares its reads with the maintenance leader (refresh-ahead);
-            # only those with GATEWAY_MAINTENANCE on may become that leader.
-            maintenance = Maintenance(settings, url, db, service, clock=clock, lead=settings.maintenance)
+            live = LiveHub(
+                db,
+                listener,
+                queue_max=settings.subscription_queue_max,
+                replay_max=settings.subscription_replay_max,
+                per_client_max=settings.subscriptions_per_client,
+            )
+            live.start()
+            stack.push_async_callback(live.aclose)
+            # Every process shares its reads (and its subscribed sources) with the
+            # maintenance leader (refresh-ahead); only those with GATEWAY_MAINTENANCE on
+            # may become that leader.
+            maintenance = Maintenance(settings, url, db, service, clock=clock, lead=settings.maintenance, live=live)
             maintenance.start()
             stack.push_async_callback(maintenance.aclose)
             services = cls(
@@ -132,6 +145,7 @@ class Services:
                 stack.pop_all(),
                 stats,
                 maintenance,
+                live,
             )
         return services
 

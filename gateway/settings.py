@@ -48,6 +48,17 @@ DEFAULT_MAINTENANCE_INTERVAL_S = 0.5
 DEFAULT_GC_INTERVAL_S = 60.0
 #: Keys read within this many seconds are refreshed ahead of their TTL.
 DEFAULT_REFRESH_AHEAD_WINDOW_S = 300
+#: Live updates (Subscription.articleAdded): events queued per subscriber before it
+#: is cut off as a slow consumer (SLOW_CONSUMER).
+DEFAULT_SUBSCRIPTION_QUEUE_MAX = 1000
+#: Most events a resumed subscription replays from the table (Last-Event-ID / after:).
+DEFAULT_SUBSCRIPTION_REPLAY_MAX = 1000
+#: Seconds between heartbeats on idle streams (SSE comments; WebSocket pings).
+DEFAULT_SUBSCRIPTION_HEARTBEAT_S = 15.0
+#: Open subscriptions one client may hold, per process.
+DEFAULT_SUBSCRIPTIONS_PER_CLIENT = 20
+#: Rate-limit points one subscription costs when it starts.
+DEFAULT_SUBSCRIPTION_COST = 10
 DEFAULT_RESPONSE_CACHE_TTL_MS = 1000  # longest life of an answer in the response cache; 0: off
 DEFAULT_RESPONSE_CACHE_MB = 64  # memory the response cache may use
 DEFAULT_PERSISTED_ONLY = False  # refuse documents that are not persisted (trusted or APQ)
@@ -175,6 +186,11 @@ class Settings:
     gc_interval_s: float = DEFAULT_GC_INTERVAL_S
     refresh_ahead_window_s: int = DEFAULT_REFRESH_AHEAD_WINDOW_S
     shutdown_delay_s: float = DEFAULT_SHUTDOWN_DELAY_S
+    subscription_queue_max: int = DEFAULT_SUBSCRIPTION_QUEUE_MAX
+    subscription_replay_max: int = DEFAULT_SUBSCRIPTION_REPLAY_MAX
+    subscription_heartbeat_s: float = DEFAULT_SUBSCRIPTION_HEARTBEAT_S
+    subscriptions_per_client: int = DEFAULT_SUBSCRIPTIONS_PER_CLIENT
+    subscription_cost: int = DEFAULT_SUBSCRIPTION_COST
     response_cache_ttl_ms: int = DEFAULT_RESPONSE_CACHE_TTL_MS
     response_cache_mb: int = DEFAULT_RESPONSE_CACHE_MB
     persisted_only: bool = DEFAULT_PERSISTED_ONLY
@@ -259,6 +275,11 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("GATEWAY_GC_INTERVAL_S", "gc_interval_s", DEFAULT_GC_INTERVAL_S, float, 0.01),
     EnvVar("GATEWAY_REFRESH_AHEAD_WINDOW_S", "refresh_ahead_window_s", DEFAULT_REFRESH_AHEAD_WINDOW_S),
     EnvVar("GATEWAY_SHUTDOWN_DELAY_S", "shutdown_delay_s", DEFAULT_SHUTDOWN_DELAY_S, float, 0),
+    EnvVar("GATEWAY_SUBSCRIPTION_QUEUE_MAX", "subscription_queue_max", DEFAULT_SUBSCRIPTION_QUEUE_MAX),
+    EnvVar("GATEWAY_SUBSCRIPTION_REPLAY_MAX", "subscription_replay_max", DEFAULT_SUBSCRIPTION_REPLAY_MAX),
+    EnvVar("GATEWAY_SUBSCRIPTION_HEARTBEAT_S", "subscription_heartbeat_s", DEFAULT_SUBSCRIPTION_HEARTBEAT_S, float, 0.1),
+    EnvVar("GATEWAY_SUBSCRIPTIONS_PER_CLIENT", "subscriptions_per_client", DEFAULT_SUBSCRIPTIONS_PER_CLIENT),
+    EnvVar("GATEWAY_SUBSCRIPTION_COST", "subscription_cost", DEFAULT_SUBSCRIPTION_COST, minimum=0),
     EnvVar("GATEWAY_LOG_FORMAT", "log_format", DEFAULT_LOG_FORMAT, str, choices=LOG_FORMATS),
     EnvVar("GATEWAY_LOG_LEVEL", "log_level", DEFAULT_LOG_LEVEL, str, choices=LOG_LEVELS),
     EnvVar("GATEWAY_RESPONSE_CACHE_TTL_MS", "response_cache_ttl_ms", DEFAULT_RESPONSE_CACHE_TTL_MS, minimum=0),

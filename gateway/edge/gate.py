@@ -35,11 +35,15 @@ from gateway.edge.http import (
     params_from_body,
     params_from_query_string,
 )
+from gateway.edge.http import (
+    JSON as JSON_MEDIA,
+)
 from gateway.edge.identity import CLIENT, ClientIdentity
 from gateway.edge.ratelimit import Decision, ThrottleStatus
 from gateway.edge.request_id import ARRIVED_AT
 from gateway.edge.responses import GRAPHQL_RESPONSE_JSON as GR_CT
 from gateway.edge.responses import JSON as JSON_CT
+from gateway.edge.streams import STREAM, replay_then, wants_event_stream
 
 if TYPE_CHECKING:
     from gateway.edge.runtime import EdgeRuntime
@@ -84,6 +88,9 @@ class GraphQLGate:
                 return
             await _refuse(send, RequestError(404, "NOT_FOUND", "GraphiQL is turned off (GATEWAY_GRAPHIQL)"))
             return
+        if wants_event_stream(accept):
+            await self._stream(scope, receive, send, edge)
+            return
         try:
             if method not in ("GET", "POST"):
                 raise RequestError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed; use GET or POST",
@@ -103,6 +110,9 @@ class GraphQLGate:
             if operation is not None and method == "GET" and operation.node.operation is not OperationType.QUERY:
                 raise RequestError(405, "METHOD_NOT_ALLOWED", f"{operation.node.operation.value}s need POST",
                                    headers=[(b"allow", b"POST")])
+            if operation is not None and operation.node.operation is OperationType.SUBSCRIPTION:
+                raise RequestError(406, "NOT_ACCEPTABLE", "subscriptions stream: send Accept: text/event-stream "
+                                   "(GraphQL over SSE) or open a WebSocket (graphql-transport-ws)")
         except RequestError as exc:
             await _refuse(send, exc)
             return
@@ -146,6 +156,56 @@ class GraphQLGate:
         scope[PARAMS] = params
         scope[MEDIA] = media
         await self._forward(scope, body, send, edge, client, requested, decision, media)
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send, edge: EdgeRuntime) -> None:
+        """GraphQL over SSE: the same checks and charge, then the answer streams
+        through (see gateway/edge/streams.py). A subscription costs
+        GATEWAY_SUBSCRIPTION_COST points when it starts; a query its estimate."""
+        method = scope["method"]
+        try:
+            if method not in ("GET", "POST"):
+                raise RequestError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed; use GET or POST",
+                                   headers=[(b"allow", b"GET, POST")])
+            if method == "POST":
+                check_content_type(_header(scope, b"content-type"))
+                body = await _read_body(receive)
+                params = params_from_body(body)
+            else:
+                body = b""
+                params = params_from_query_string(scope["query_string"])
+            operation = self._operation(params)
+            if operation is not None and method == "GET" and operation.node.operation is OperationType.MUTATION:
+                raise RequestError(405, "METHOD_NOT_ALLOWED", "mutations need POST", headers=[(b"allow", b"POST")])
+        except RequestError as exc:
+            await _refuse(send, exc)
+            return
+        client: ClientIdentity = scope.get(CLIENT) or ClientIdentity(f"ip:{(scope.get('client') or ('?',))[0]}", False)
+        requested = 1
+        if operation is not None and operation.node.operation is OperationType.SUBSCRIPTION:
+            requested = max(1, scope["state"]["services"].settings.subscription_cost)
+        elif operation is not None:
+            estimate = edge.estimator.estimate(params.query, operation.document, operation.node, params.variables)
+            too_expensive = estimate.check(edge.settings.max_query_cost, edge.settings.max_upstream_fetches)
+            if too_expensive is not None:
+                await _refuse(send, RequestError(400, too_expensive.code, too_expensive.message))
+                return
+            requested = max(1, estimate.cost)
+        limiter = edge.limiter
+        if limiter is not None:
+            if limiter.refuse_all:
+                await _refuse(send, RequestError(503, "RATE_LIMIT_UNAVAILABLE",
+                                                 "rate limits cannot be checked right now; retry shortly",
+                                                 headers=[(b"retry-after", b"1")]))
+                return
+            decision = limiter.charge(client.id, requested, burst=client.burst, per_s=client.per_s,
+                                      now=scope.get(ARRIVED_AT))
+            if not decision.allowed:
+                await self._throttled(send, JSON_MEDIA, requested, decision)
+                return
+        scope[PARAMS] = params
+        scope[MEDIA] = JSON_MEDIA
+        scope[STREAM] = True
+        await self.app(scope, replay_then(body, receive), send)
 
     def _operation(self, params: GraphQLParams) -> _Operation | None:
         if params.query is None:

@@ -24,6 +24,7 @@ from gateway.edge.gate import ACTUAL_COST_HEADER, HAS_EXTENSIONS_HEADER, MEDIA, 
 from gateway.edge.http import GRAPHQL_RESPONSE_JSON
 from gateway.edge.page_headers import graphiql_headers
 from gateway.edge.responses import error_body
+from gateway.edge.streams import STREAM
 
 _CONTEXT = "gateway.edge.context"
 _SUB_RESPONSE = "gateway.edge.sub_response"
@@ -53,6 +54,9 @@ class EdgeViewMixin:
     def remember_context(self, request: Request, ctx: Any) -> None:
         request.scope[_CONTEXT] = ctx
 
+    def context_of(self, request: Request) -> Any:
+        return request.scope.get(_CONTEXT)
+
     async def get_sub_response(self, request: Any) -> Response:
         sub = await super().get_sub_response(request)  # type: ignore[misc]
         request.scope[_SUB_RESPONSE] = sub
@@ -68,7 +72,7 @@ class EdgeViewMixin:
             variables=params.variables,
             operation_name=params.operation_name,
             extensions=params.extensions,
-            protocol="http",
+            protocol="sse" if scope.get(STREAM) else "http",
         )
 
     def edge_result(self, request: Request, result: ExecutionResult, response: GraphQLHTTPResponse) -> GraphQLHTTPResponse:

@@ -2,6 +2,8 @@
 
 - ``X-Api-Key: <key>`` or ``Authorization: Bearer <key>``: the client whose SHA-256
   matches in the clients file; an unknown key is 401 ``UNAUTHENTICATED``.
+- WebSockets (subscriptions) the same way, from the handshake's headers; refused
+  handshakes get 403.
 - No key: anonymous, keyed by client IP (an IPv6 address by its /64; refused when
   ``require_api_key``). The IP is
   the peer's, unless the peer is a trusted proxy: then the nearest untrusted address
@@ -16,7 +18,7 @@ import hmac
 import ipaddress
 from dataclasses import dataclass
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.edge.clients import Network, hash_key, parse_cidrs
 from gateway.edge.responses import send_error
@@ -41,9 +43,11 @@ class ClientIdentityMiddleware:
         self.trusted: tuple[Network, ...] = parse_cidrs(edge.trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            send = _refusing_handshake(send)  # a WebSocket is refused before it is accepted
         key = _presented_key(scope)
         if key is not None:
             client = self._client_of(key)
@@ -129,10 +133,25 @@ def _presented_key(scope: Scope) -> str | None:
     return None
 
 
+def _refusing_handshake(send: Send) -> Send:
+    """``send_error`` for a WebSocket handshake: a close before the accept, which the
+    server answers with 403 (the reason goes to the log line, not to the client)."""
+
+    async def refuse(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            await send({"type": "websocket.close", "code": 1008, "reason": "unauthenticated"})
+        elif message["type"] != "http.response.body":
+            await send(message)
+
+    return refuse
+
+
 def _needs_identity(scope: Scope) -> bool:
     # Health probes, GraphiQL's page and its static files are not charged and need no key.
     if scope.get("path") != "/graphql":
         return False
+    if scope["type"] == "websocket":
+        return True
     is_page = scope["method"] == "GET" and b"query=" not in scope.get("query_string", b"")
     return not (is_page and "text/html" in (_header(scope, b"accept") or ""))
 

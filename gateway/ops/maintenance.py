@@ -3,11 +3,13 @@
 ::
 
     every round (GATEWAY_MAINTENANCE_INTERVAL_S), in every process, maintenance on or off:
-      share this process's reads (keys requests asked for) ─► cache_reads
+      share this process's reads (keys requests asked for, and the latest items of
+      sources with live subscribers here, marked subscribed) ─► cache_reads
       GATEWAY_MAINTENANCE=false? stop here (a `gateway worker` or another process leads)
       leader? (pg_try_advisory_lock, held on a dedicated connection for its lifetime)
         └─ yes: refresh ahead: keys read in the last GATEWAY_REFRESH_AHEAD_WINDOW_S whose
-                copy is due (age ≥ ttl_s − lead) ─► SourceService.refresh_ahead, one call
+                copy is due (age ≥ ttl_s − lead; subscribed keys with no copy yet too)
+                ─► SourceService.refresh_ahead, one call
                 per key across all processes (the refresh lease)
                 every GATEWAY_GC_INTERVAL_S: delete cache rows (feeds, q= searches,
                 item: HN items) and unreferenced articles older than their source's
@@ -31,6 +33,7 @@ from datetime import timedelta
 import asyncpg
 
 from gateway.errors import DatabaseUnavailable, SourceError
+from gateway.live import LiveHub
 from gateway.resilience.clock import Clock
 from gateway.service import SourceService
 from gateway.settings import DEFAULT_SOURCE_MAX_STALE_S, Settings, SourceConfig
@@ -74,7 +77,15 @@ class RoundReport:
 
 class Maintenance:
     def __init__(
-        self, settings: Settings, url: str, db: Database, service: SourceService, *, clock: Clock, lead: bool
+        self,
+        settings: Settings,
+        url: str,
+        db: Database,
+        service: SourceService,
+        *,
+        clock: Clock,
+        lead: bool,
+        live: LiveHub | None = None,
     ) -> None:
         self.settings = settings
         self.may_lead = lead  # False: only share this process's reads with the leader
@@ -82,6 +93,7 @@ class Maintenance:
         self.db = db
         self.service = service
         self.clock = clock
+        self.live = live
         self.sources = {s.id: s for s in settings.sources}
         self._conn: asyncpg.Connection | None = None  # the leader lock's own connection
         self._leading = False
@@ -176,10 +188,19 @@ class Maintenance:
     # -- work -------------------------------------------------------------------
     async def _share_reads(self) -> int:
         reads = self.service.cache.take_reads()
-        if not reads:
-            return 0
         now, mono = self.clock.now(), self.clock.monotonic()
-        rows = [(s, k, search, now - timedelta(seconds=mono - at)) for (s, k), (search, at) in reads.items()]
+        rows = [(s, k, search, now - timedelta(seconds=mono - at), False) for (s, k), (search, at) in reads.items()]
+        # Sources with live subscribers here: their latest items, read "now", and due
+        # even before a first copy exists (the leader refreshes them at their TTL).
+        followed = self.live.subscribed_sources() if self.live is not None else set()
+        if followed is None:
+            followed = set(self.sources)
+        for source_id in sorted(followed):
+            source = self.sources.get(source_id)
+            if source is not None:
+                rows.append((source_id, self.service.adapter(source).request_key(None), None, now, True))
+        if not rows:
+            return 0
         await self.db.run(lambda conn: queries.put_reads(conn, rows))
         return len(rows)
 

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import signal
 import threading
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -71,37 +72,56 @@ class Readiness:
 
 
 class Drain:
-    """Holds SIGTERM back for ``delay_s`` while /readyz says 503 (see the module doc)."""
+    """Holds SIGTERM back for ``delay_s`` while /readyz says 503 (see the module doc),
+    and runs ``on_stop`` (ending live streams) just before handing a SIGTERM or SIGINT
+    to uvicorn: its graceful shutdown waits for open connections, and a stream ended
+    by us closes cleanly instead of being cut at the timeout."""
 
-    def __init__(self, readiness: Readiness, delay_s: float) -> None:
+    def __init__(self, readiness: Readiness, delay_s: float, *, on_stop: Sequence[Callable[[], None]] = ()) -> None:
         self.readiness = readiness
         self.delay_s = delay_s
-        self._previous: Any = None
+        self.on_stop = tuple(on_stop)
+        self._previous: dict[int, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def install(self) -> None:
         # Only the main thread may set handlers (tests run apps elsewhere too), and only
-        # a delay needs one: otherwise uvicorn's own handler does everything.
-        if self.delay_s <= 0 or threading.current_thread() is not threading.main_thread():
+        # a delay or something to stop needs one: otherwise uvicorn's handler does everything.
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if self.delay_s <= 0 and not self.on_stop:
             return
         self._loop = asyncio.get_running_loop()
-        self._previous = signal.signal(signal.SIGTERM, self._on_term)
+        self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_term)
+        if self.on_stop:
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_int)
 
     def uninstall(self) -> None:
-        if self._previous is not None and signal.getsignal(signal.SIGTERM) == self._on_term:
-            signal.signal(signal.SIGTERM, self._previous)
-        self._previous = None
+        for signum, previous in self._previous.items():
+            if previous is not None and signal.getsignal(signum) in (self._on_term, self._on_int):
+                signal.signal(signum, previous)
+        self._previous = {}
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         if self.readiness.draining:
             return
         self.readiness.draining = True
-        log.info("SIGTERM: draining for %.1f s before shutting down", self.delay_s)
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._loop.call_later, self.delay_s, self._hand_over, signum)
+        if self.delay_s > 0:
+            log.info("SIGTERM: draining for %.1f s before shutting down", self.delay_s)
+            self._loop.call_soon_threadsafe(self._loop.call_later, self.delay_s, self._hand_over, signum)
+        else:
+            self._loop.call_soon_threadsafe(self._hand_over, signum)
+
+    def _on_int(self, signum: int, frame: FrameType | None) -> None:
+        self.readiness.draining = True
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._hand_over, signum)
 
     def _hand_over(self, signum: int) -> None:
-        previous = self._previous
+        for stop in self.on_stop:
+            stop()
+        previous = self._previous.get(signum)
         self.uninstall()
         if callable(previous):
             previous(signum, None)  # uvicorn's handle_exit: graceful shutdown from here

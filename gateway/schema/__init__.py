@@ -18,6 +18,7 @@ from gateway.documents import DOCUMENT_CACHE_SIZE, CachedDocuments, DocumentCach
 from gateway.ops.operations import OperationObserver
 from gateway.schema.errors import ErrorCodes
 from gateway.schema.query import Query
+from gateway.schema.subscription import Subscription
 
 log = logging.getLogger("gateway.graphql")
 
@@ -58,6 +59,7 @@ def build_schema(*, introspection: bool = True, suggestions: bool = True, **kwar
         kwargs.setdefault("config", StrawberryConfig(disable_field_suggestions=True))
     schema = GatewaySchema(
         query=Query,
+        subscription=Subscription,
         extensions=[ErrorCodes, OperationObserver, lambda: CachedDocuments(documents, rules, MAX_TOKENS)],
         scalar_overrides={datetime: DATETIME},
         **kwargs,

@@ -11,6 +11,7 @@ import asyncpg
 
 from gateway.store.articles import upsert_sql
 from gateway.store.leases import ASYNC_COMMIT, CHANNEL
+from gateway.store.live import ARTICLES_CHANNEL, SEQUENCE_LOCK_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +71,30 @@ async def put_many(conn: asyncpg.Connection, rows: Sequence[CacheRow]) -> None:
     )
 
 
+# ``seq_lock`` is taken before the articles draw their sequence numbers (it is in the
+# argument of the function their rows come from) and held to commit, so numbers
+# commit in the order they are drawn (see migrations/0304_article_sequence.sql).
+# ``known`` is the highest number in this statement's snapshot: rows returned above
+# it are new (or committed by a writer this one waited for; a spare notification,
+# and readers go by the table, not by the payload).
 PUT_REFRESHED = f"""
     WITH cached AS (
         {_UPSERT.format(rows="VALUES ($1::text, $2::text, $3::jsonb, $4::timestamptz, $5::text, $6::text)")}
         RETURNING 1
+    ), seq_lock AS (
+        SELECT pg_advisory_xact_lock({SEQUENCE_LOCK_ID}) AS locked
+        WHERE jsonb_array_length(coalesce($3::jsonb -> 'articles', '[]'::jsonb)) > 0
     ), upserted AS (
-        {upsert_sql("CASE WHEN EXISTS (SELECT 1 FROM cached) THEN $3::jsonb -> 'articles' END")}
+        {upsert_sql("CASE WHEN EXISTS (SELECT 1 FROM cached) AND EXISTS (SELECT 1 FROM seq_lock)"
+                    " THEN $3::jsonb -> 'articles' END")}
+    ), known AS (
+        SELECT coalesce(max(seq), 0) AS seq FROM articles
+    ), added AS (
+        SELECT max(u.seq) AS seq FROM upserted u, known k WHERE u.seq > k.seq
     ), {ASYNC_COMMIT}
-    SELECT pg_notify('{CHANNEL}', $1 || '|' || $2) FROM async_commit"""
+    SELECT pg_notify('{CHANNEL}', $1 || '|' || $2),
+           (SELECT pg_notify('{ARTICLES_CHANNEL}', a.seq || '|' || $1) FROM added a WHERE a.seq IS NOT NULL)
+    FROM async_commit"""
 
 
 async def put_refreshed(conn: asyncpg.Connection, row: CacheRow) -> None:
@@ -88,7 +105,8 @@ async def put_refreshed(conn: asyncpg.Connection, row: CacheRow) -> None:
     NOTIFY that wakes the processes waiting for this row, delivered on commit. Other
     processes wait on this write, so it is one round-trip rather than five (BEGIN,
     three statements, COMMIT), and its commit does not wait for the WAL flush (see
-    ``leases.ASYNC_COMMIT``).
+    ``leases.ASYNC_COMMIT``). Articles new to the table are announced on
+    :data:`~gateway.store.live.ARTICLES_CHANNEL` too, for live subscribers.
 
     The lease is released afterwards, in a statement of its own: released in this
     one, a bid blocked on the lease row would take the lease at commit yet read the

@@ -1,7 +1,9 @@
-"""A dedicated LISTEN connection that wakes local waiters when another process's
-refresh of a key ended: its cache row committed, or it failed (and with what code).
-Best effort: waiters also poll, so a dropped connection costs latency, never
-correctness. Reconnects by itself with a capped back-off."""
+"""A dedicated LISTEN connection (one per process) that wakes local waiters when
+another process's refresh of a key ended: its cache row committed, or it failed
+(and with what code); and, on a second channel, tells live subscribers that new
+articles committed (:mod:`gateway.store.live`). Best effort: waiters also poll, so
+a dropped connection costs latency, never correctness. Reconnects by itself with a
+capped back-off."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from gateway.store.leases import CHANNEL, FAILURE_PREFIX, parse_failure_tag
+from gateway.store.live import ARTICLES_CHANNEL
 
 log = logging.getLogger("gateway.store")
 
@@ -38,6 +41,7 @@ class CacheListener:
         self._waiters: dict[str, set[Watch]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._subscribers: list[Callable[[str | None], None]] = []
+        self._article_subscribers: list[Callable[[int | None], None]] = []
         self.connected = asyncio.Event()
 
     def start(self) -> None:
@@ -72,6 +76,21 @@ class CacheListener:
         self._subscribers.append(callback)
         return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
 
+    def subscribe_articles(self, callback: Callable[[int | None], None]) -> Callable[[], None]:
+        """Call ``callback(seq)`` when articles up to sequence number ``seq`` committed
+        (any process), and ``callback(None)`` on each (re)connect. Returns the
+        unsubscribe function."""
+        self._article_subscribers.append(callback)
+        return lambda: (
+            self._article_subscribers.remove(callback) if callback in self._article_subscribers else None
+        )
+
+    def _on_articles(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        seq, _, _source = payload.partition("|")
+        if seq.isdigit():
+            for callback in self._article_subscribers:
+                callback(int(seq))
+
     def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
         failure: tuple[str, int | None] | None = None
         if payload.startswith(FAILURE_PREFIX):
@@ -93,6 +112,7 @@ class CacheListener:
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, ev=lost: ev.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
+                await conn.add_listener(ARTICLES_CHANNEL, self._on_articles)
                 self.connected.set()
                 delay = RECONNECT_MIN_S
                 # Wake everyone once: notifications may have been missed while away.
@@ -101,6 +121,8 @@ class CacheListener:
                         watch.event.set()
                 for callback in list(self._subscribers):
                     callback(None)
+                for article_callback in list(self._article_subscribers):
+                    article_callback(None)
                 while not lost.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), timeout=10)

@@ -73,31 +73,38 @@ async def purge(conn: asyncpg.Connection, source_id: str | None) -> int:
 
 
 PUT_READS = """
-    INSERT INTO cache_reads AS r (source_id, request_key, search, last_read_at)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+    INSERT INTO cache_reads AS r (source_id, request_key, search, last_read_at, subscribed)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bool[])
     ORDER BY 1, 2
     ON CONFLICT (source_id, request_key) DO UPDATE
-        SET search = EXCLUDED.search, last_read_at = EXCLUDED.last_read_at
-        WHERE r.last_read_at < EXCLUDED.last_read_at"""
+        SET search = EXCLUDED.search, last_read_at = EXCLUDED.last_read_at,
+            subscribed = EXCLUDED.subscribed OR (r.subscribed AND r.last_read_at = EXCLUDED.last_read_at)
+        WHERE r.last_read_at <= EXCLUDED.last_read_at"""
 
 
-async def put_reads(conn: asyncpg.Connection, reads: Sequence[tuple[str, str, str | None, datetime]]) -> None:
-    """Record when keys were last read by this process (one statement for all)."""
+async def put_reads(
+    conn: asyncpg.Connection, reads: Sequence[tuple[str, str, str | None, datetime, bool]]
+) -> None:
+    """Record when keys were last read by this process, and whether because of live
+    subscribers (one statement for all; a key twice in ``reads`` is kept once)."""
     if reads:
-        cols = list(zip(*reads, strict=True))
+        unique = {(r[0], r[1]): r for r in reads}  # ON CONFLICT may touch a row once
+        cols = list(zip(*unique.values(), strict=True))
         await conn.execute(PUT_READS, *(list(c) for c in cols))
 
 
 # Keys read since $4 whose cached copy is due: older than its source's ttl_s minus
-# the lead time (per source), at $3. Keys with no row are not refreshed ahead: the
-# next read fetches them.
+# the lead time (per source), at $3. Keys with no row are not refreshed ahead (the
+# next read fetches them), unless live subscribers follow them.
 DUE_READS = """
     SELECT r.source_id, r.request_key, r.search
     FROM cache_reads r
     JOIN unnest($1::text[], $2::float8[]) AS s(source_id, due_age_s) ON s.source_id = r.source_id
-    JOIN fetch_cache c ON c.source_id = r.source_id AND c.request_key = r.request_key
-    WHERE r.last_read_at >= $4 AND c.fetched_at <= $3::timestamptz - make_interval(secs => s.due_age_s)
-    ORDER BY c.fetched_at
+    LEFT JOIN fetch_cache c ON c.source_id = r.source_id AND c.request_key = r.request_key
+    WHERE r.last_read_at >= $4
+      AND (c.fetched_at <= $3::timestamptz - make_interval(secs => s.due_age_s)
+           OR (c.fetched_at IS NULL AND r.subscribed))
+    ORDER BY c.fetched_at NULLS FIRST
     LIMIT $5"""
 
 

@@ -1,0 +1,145 @@
+"""Live updates (Subscription.articleAdded) with real SSE (httpx streaming) and
+graphql-transport-ws (websockets) clients, against a real RSS upstream whose items
+the test publishes. Sources with subscribers are refreshed by the maintenance leader
+at their TTL: no test here sends a query to make that happen."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from gateway.app import create_app
+from gateway.settings import Settings, parse_sources
+from tests.helpers import RunningGateway
+from tests.live import SUBSCRIBE, FeedUpstream, live_source, sse_subscribe, ws_subscribe
+
+FETCH = '{ articles(sources: ["live"], first: 50) { nodes { id } } }'
+
+
+def live_settings(make_settings: Callable[..., Settings], url: str, **kwargs: Any) -> Settings:
+    sources = parse_sources({"sources": [live_source(url)]}, origin="test", env={})
+    kwargs.setdefault("maintenance", True)
+    kwargs.setdefault("maintenance_interval_s", 0.1)
+    kwargs.setdefault("subscription_heartbeat_s", 0.5)
+    return make_settings(sources, **kwargs)
+
+
+@asynccontextmanager
+async def live_gateway(make_settings: Callable[..., Settings], **kwargs: Any) -> AsyncIterator[
+    tuple[RunningGateway, FeedUpstream]
+]:
+    async with FeedUpstream(summary_bytes=kwargs.pop("summary_bytes", 0)) as upstream:
+        async with RunningGateway(create_app(live_settings(make_settings, upstream.url, **kwargs))) as gw:
+            yield gw, upstream
+
+
+def urls(events: list[dict[str, Any]]) -> list[str]:
+    return [e["article"]["url"] for e in events]
+
+
+def sse_data(stream_events: list[Any]) -> list[dict[str, Any]]:
+    return [e.payload["data"]["articleAdded"] for e in stream_events]
+
+
+async def test_sse_and_websocket_get_each_new_article_once_with_no_query(
+    make_settings: Callable[..., Settings]
+) -> None:
+    async with live_gateway(make_settings) as (gw, upstream):
+        published = upstream.add(3)
+        async with sse_subscribe(gw.url, {"after": "0"}) as sse, ws_subscribe(gw.url, {"after": "0"}) as ws:
+            first = sse_data(await sse.articles(3))
+            assert sorted(urls(first)) == sorted(published)
+            published += upstream.add(2)  # the leader refreshes the followed source at its TTL
+            later = sse_data(await sse.articles(2))
+            by_ws = await ws.articles(5)
+        events = first + later
+        assert sorted(urls(events)) == sorted(published)  # each once
+        cursors = [int(e["cursor"]) for e in events]
+        assert cursors == sorted(set(cursors))  # increasing
+        assert [e["cursor"] for e in by_ws] == [e["cursor"] for e in events]  # the same stream on both
+        assert not any(e["gap"] for e in events)
+        assert upstream.fetches >= 2  # nobody queried: maintenance refreshed it
+
+
+async def test_sse_event_ids_are_cursors_and_heartbeats_flow(make_settings: Callable[..., Settings]) -> None:
+    async with live_gateway(make_settings) as (gw, upstream):
+        upstream.add(2)
+        async with sse_subscribe(gw.url, {"after": "0"}) as sse:
+            events = await sse.articles(2)
+            assert [e.id for e in events] == [e.payload["data"]["articleAdded"]["cursor"] for e in events]
+            assert "extensions" not in events[0].payload  # the cursor moved into `id:`
+            async with asyncio.timeout(10):
+                while sse.comments < 2:  # `: ping` every GATEWAY_SUBSCRIPTION_HEARTBEAT_S
+                    assert await sse.next_event(comments=True) is not None
+
+
+async def test_last_event_id_resumes_without_loss_or_duplicates(make_settings: Callable[..., Settings]) -> None:
+    async with live_gateway(make_settings) as (gw, upstream):
+        published = upstream.add(3)
+        async with sse_subscribe(gw.url, {"after": "0"}) as sse:
+            seen = await sse.articles(2)
+        # gone; meanwhile the third is waiting and more are published
+        published += upstream.add(3)
+        await wait_for_articles(gw, 6)
+        async with sse_subscribe(gw.url, {"after": "0"}, headers={"last-event-id": seen[-1].id or ""}) as sse:
+            rest = await sse.articles(4)
+        events = sse_data(seen + rest)
+        assert urls(events) == [u for u in urls(events)] and sorted(urls(events)) == sorted(published)
+        assert len({e["cursor"] for e in events}) == 6
+
+
+async def wait_for_articles(gw: RunningGateway, count: int) -> None:
+    async with asyncio.timeout(20):
+        while True:
+            n = await gw.services.db.run(lambda conn: conn.fetchval("SELECT count(*) FROM articles"))
+            if n >= count:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_a_resume_older_than_the_replay_window_says_so(make_settings: Callable[..., Settings]) -> None:
+    async with live_gateway(make_settings, subscription_replay_max=2) as (gw, upstream):
+        published = upstream.add(5)
+        await gw.data(FETCH)  # ingested by a query this time: nobody follows the source yet
+        await wait_for_articles(gw, 5)
+        async with sse_subscribe(gw.url, {"after": "0"}) as sse:
+            events = sse_data(await sse.articles(2))
+    assert [e["gap"] for e in events] == [True, False]
+    assert sorted(urls(events)) == sorted(published)[-2:] or set(urls(events)) <= set(published)
+
+
+async def test_bad_requests_get_clear_errors(make_settings: Callable[..., Settings]) -> None:
+    async with live_gateway(make_settings, subscriptions_per_client=1) as (gw, _):
+        # a subscription over plain JSON: told how to stream
+        resp = await gw.client.post("/graphql", json={"query": SUBSCRIBE})
+        assert resp.status_code == 406 and resp.json()["errors"][0]["extensions"]["code"] == "NOT_ACCEPTABLE"
+        # an unknown source, a malformed cursor: one error event, then the end
+        for variables, code in (({"sources": ["nope"]}, "BAD_USER_INPUT"), ({"after": "x1"}, "BAD_USER_INPUT")):
+            async with sse_subscribe(gw.url, variables) as sse:
+                event = await sse.next_event()
+                assert event is not None and event.payload["errors"][0]["extensions"]["code"] == code, event
+                assert (await sse.next_event()).event == "complete"  # type: ignore[union-attr]
+        # over the per-client cap
+        async with sse_subscribe(gw.url, {"after": "0"}) as first:
+            upstream_wait = first  # holds the one slot
+            await wait_subscribers(gw, 1)
+            async with sse_subscribe(gw.url, {}) as second:
+                event = await second.next_event()
+                assert event is not None
+                assert event.payload["errors"][0]["extensions"]["code"] == "TOO_MANY_SUBSCRIPTIONS"
+            async with ws_subscribe(gw.url, {}) as ws:
+                msg = await ws.next_message()
+                assert msg["type"] in ("next", "error"), msg
+                errors = msg["payload"]["errors"] if msg["type"] == "next" else msg["payload"]
+                assert errors[0]["extensions"]["code"] == "TOO_MANY_SUBSCRIPTIONS"
+            del upstream_wait
+
+
+async def wait_subscribers(gw: RunningGateway, count: int) -> None:
+    hub = gw.services.live
+    assert hub is not None
+    async with asyncio.timeout(10):
+        while hub.subscriber_count < count:
+            await asyncio.sleep(0.02)
