@@ -130,6 +130,10 @@ class LiveHub:
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
+    def clients(self) -> dict[str, int]:
+        """Open subscriptions here by client id."""
+        return dict(self._per_client)
+
     def subscribed_sources(self) -> set[str] | None:
         """Sources some subscriber here follows; None: one follows every source."""
         found: set[str] = set()

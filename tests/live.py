@@ -5,7 +5,9 @@ whose items the test adds, and real SSE (httpx streaming) and graphql-transport-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,6 +21,10 @@ from aiohttp import web
 from websockets.asyncio.client import ClientConnection, connect
 
 SUBSCRIBE = "subscription Live($sources: [ID!], $after: ID) { articleAdded(sources: $sources, after: $after) { cursor gap article { id title url } } }"
+#: Big events (25 copies of the summary): a consumer that stops reading fills the
+#: socket buffers (megabytes on loopback) within a few dozen of them.
+SUBSCRIBE_FULL = ("subscription Full($after: ID) { articleAdded(after: $after) { cursor "
+                  + " ".join(f"a{i}: article {{ summary }}" for i in range(25)) + " } }")
 
 
 class FeedUpstream:
@@ -178,3 +184,41 @@ async def ws_subscribe(
         await ws.send(json.dumps({"id": "1", "type": "subscribe",
                                   "payload": {"query": SUBSCRIBE, "variables": variables or {}}}))
         yield WSSubscription(ws)
+
+
+class RawSSE:
+    """A subscriber on a bare socket with a tiny receive buffer, which stops reading
+    when told: the slow consumer."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int, query: str, variables: dict[str, Any]) -> RawSSE:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+        body = json.dumps({"query": query, "variables": variables}).encode()
+        writer.write(b"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Accept: text/event-stream\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        await writer.drain()
+        return cls(reader, writer)
+
+    async def read_until(self, marker: bytes, *, timeout_s: float = 30) -> bytes:
+        """Everything up to and including ``marker`` (reading as fast as it comes)."""
+        data = bytearray()
+        async with asyncio.timeout(timeout_s):
+            while marker not in data:
+                chunk = await self.reader.read(65536)
+                if not chunk:
+                    break
+                data += chunk
+        return bytes(data)
+
+    async def aclose(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()

@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
+
 from gateway.app import create_app
 from gateway.settings import Settings, parse_sources
 from tests.helpers import RunningGateway
-from tests.live import SUBSCRIBE, FeedUpstream, live_source, sse_subscribe, ws_subscribe
+from tests.live import SUBSCRIBE, SUBSCRIBE_FULL, FeedUpstream, RawSSE, live_source, sse_subscribe, ws_subscribe
 
 FETCH = '{ articles(sources: ["live"], first: 50) { nodes { id } } }'
 
@@ -143,3 +145,60 @@ async def wait_subscribers(gw: RunningGateway, count: int) -> None:
     async with asyncio.timeout(10):
         while hub.subscriber_count < count:
             await asyncio.sleep(0.02)
+
+
+async def test_a_slow_consumer_is_cut_off_with_a_reason_while_the_others_go_on(
+    make_settings: Callable[..., Settings]
+) -> None:
+    async with live_gateway(make_settings, subscription_queue_max=20, summary_bytes=16_000) as (gw, upstream):
+        hub = gw.services.live
+        assert hub is not None
+        slow = await RawSSE.open(gw.port, SUBSCRIBE_FULL, {"after": "0"})
+        try:
+            async with sse_subscribe(gw.url, {"after": "0"}) as fast, ws_subscribe(gw.url, {"after": "0"}) as ws:
+                await wait_subscribers(gw, 3)
+                published: list[str] = []
+                got: list[dict[str, Any]] = []
+                for _ in range(30):  # until the slow one's queue fills: its socket filled first
+                    published += upstream.add(10)
+                    got += sse_data(await fast.articles(10))
+                    if hub.evicted:
+                        break
+                assert hub.evicted == 1 and hub.subscriber_count == 2
+                published += upstream.add(3)  # the others go on
+                got += sse_data(await fast.articles(3))
+                by_ws = await ws.articles(len(published))
+                assert sorted(urls(got)) == sorted(published) == sorted(urls(by_ws))
+            # reading at last: what was on its way, then the reason, then the end
+            tail = await slow.read_until(b"event: complete")
+            error_at = tail.index(b"SLOW_CONSUMER")
+            assert tail.index(b"event: complete") > error_at
+        finally:
+            await slow.aclose()
+
+
+async def test_websockets_are_identified_and_origin_checked(make_settings: Callable[..., Settings]) -> None:
+    from dataclasses import replace
+
+    from websockets.exceptions import InvalidStatus
+
+    from gateway.edge.clients import hash_key
+    from gateway.settings import ClientConfig, EdgeSettings
+
+    edge = replace(EdgeSettings(), cors_origins=("https://app.example",),
+                   clients=(ClientConfig("team-a", hash_key("secret-a")),))
+    async with live_gateway(make_settings, edge=edge) as (gw, upstream):
+        upstream.add(1)
+        with pytest.raises(InvalidStatus) as refused:
+            async with ws_subscribe(gw.url, {}, headers={"x-api-key": "wrong"}):
+                pass
+        assert refused.value.response.status_code == 403
+        with pytest.raises(InvalidStatus) as cross_site:
+            async with ws_subscribe(gw.url, {}, headers={"origin": "https://evil.example"}):
+                pass
+        assert cross_site.value.response.status_code == 403
+        headers = {"origin": "https://app.example", "x-api-key": "secret-a"}
+        async with ws_subscribe(gw.url, {"after": "0"}, headers=headers) as ws:
+            assert len(await ws.articles(1)) == 1
+            hub = gw.services.live
+            assert hub is not None and hub.clients() == {"key:team-a": 1}
