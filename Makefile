@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python -m tests.bench.resilience $(BENCH_ARGS) || status=1; \
 	$(BIN)/python -m tests.bench.bench_edge $(BENCH_ARGS) || status=1; \
 	$(BIN)/python -m tests.bench.bench_warm $(BENCH_ARGS) || status=1; \
+	$(BIN)/python -m tests.bench.bench_live $(BENCH_ARGS) || status=1; \
 	exit $$status
 
 ## Regenerate schema.graphql from the code.

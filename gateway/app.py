@@ -78,6 +78,12 @@ class GatewayGraphQL(EdgeViewMixin, GraphQL[GatewayContext, None]):
         return self.graphiql_response(graphiql_html())
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        if request.scope.get(STREAM):
+            ctx = self.context_of(request)
+            if ctx is not None and ctx.live_cursor is not None and not result.errors:
+                # A subscription's event (the hot path of fan-out): its response head
+                # went out with the first bytes, so no headers, cost or cache to tend.
+                return {"data": result.data, "extensions": {CURSOR_EXTENSION: ctx.live_cursor}}
         # Errors raised before execution (e.g. syntax errors caught in the parser
         # cache) skip the schema's ErrorCodes extension; classify them here too.
         if result.errors:
@@ -88,6 +94,7 @@ class GatewayGraphQL(EdgeViewMixin, GraphQL[GatewayContext, None]):
             ctx = self.context_of(request)
             if ctx is not None and ctx.live_cursor is not None:
                 processed.setdefault("extensions", {})[CURSOR_EXTENSION] = ctx.live_cursor  # the SSE id
+            return processed
         reads = request.scope.get(READS_KEY)
         if reads is not None:
             reads.produced(processed)  # the response cache keeps what is encoded

@@ -215,6 +215,8 @@ def _serve(args: argparse.Namespace) -> int:
             log_config=None,  # our own structlog setup, in every worker
             lifespan="on",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            # WebSocket pings (graphql-transport-ws subscriptions) as often as SSE heartbeats.
+            ws_ping_interval=settings.subscription_heartbeat_s,
             # Off: uvicorn would believe X-Forwarded-For from 127.0.0.1 by default. Which
             # peers may speak for a client is GATEWAY_TRUSTED_PROXIES, decided in one
             # place (gateway/edge/identity.py), for Forwarded too.

@@ -27,7 +27,7 @@ import contextlib
 import logging
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.errors import DatabaseUnavailable, LiveRefused
 from gateway.sources.base import NormalizedArticle
@@ -50,11 +50,14 @@ READ_TIMEOUT_S = 5.0
 class LiveEvent:
     """One article, numbered: ``seq`` is the SSE id and the resume cursor. ``gap``:
     articles between the resume cursor and this one were not replayed (older than
-    the replay window)."""
+    the replay window). One object goes to every subscriber it concerns; ``memo`` is
+    where the schema keeps what it made of it once for all of them (the payload, and
+    its execution per document: gateway/schema/subscription.py)."""
 
     seq: int
     article: NormalizedArticle
     gap: bool = False
+    memo: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
 
 
 class Subscriber:

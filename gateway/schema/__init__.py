@@ -18,7 +18,7 @@ from gateway.documents import DOCUMENT_CACHE_SIZE, CachedDocuments, DocumentCach
 from gateway.ops.operations import OperationObserver
 from gateway.schema.errors import ErrorCodes
 from gateway.schema.query import Query
-from gateway.schema.subscription import Subscription
+from gateway.schema.subscription import SharedEventExecution, Subscription
 
 log = logging.getLogger("gateway.graphql")
 
@@ -62,6 +62,7 @@ def build_schema(*, introspection: bool = True, suggestions: bool = True, **kwar
         subscription=Subscription,
         extensions=[ErrorCodes, OperationObserver, lambda: CachedDocuments(documents, rules, MAX_TOKENS)],
         scalar_overrides={datetime: DATETIME},
+        execution_context_class=SharedEventExecution,
         **kwargs,
     )
     schema.documents = documents

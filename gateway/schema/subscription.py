@@ -8,9 +8,12 @@ its cursor, ``Last-Event-ID`` resumes) and graphql-transport-ws (a WebSocket at
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 import strawberry
+from graphql import ExecutionResult as GraphQLExecutionResult
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from gateway.errors import BadUserInput
 from gateway.schema.types import Article, Info
@@ -31,6 +34,35 @@ class ArticleAddedEvent:
         "and this one were not replayed (more than the replay window, GATEWAY_SUBSCRIPTION_REPLAY_MAX): "
         "query `articles` to fill the gap. False otherwise."
     )
+    #: Shared by every subscriber the event goes to (see SharedEventExecution).
+    memo: strawberry.Private[dict[object, object]]
+
+
+class SharedEventExecution(StrawberryGraphQLCoreExecutionContext):
+    """graphql-core executes a subscription's selection once per event and
+    subscriber. An event's answer depends on the event, the document and its
+    variables only (Article fields read the article; `source` the settings), so
+    subscribers with the same document and variables share one execution of it:
+    fan-out to a thousand subscribers of one document is one execution, not a
+    thousand. Memoised on the event's payload, so it lives as long as the event."""
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        memo = getattr(self.root_value, "memo", None)
+        if memo is None:
+            return super().execute_operation(serially)
+        try:
+            key = (id(self.operation), orjson.dumps(self.variable_values.coerced, option=orjson.OPT_SORT_KEYS))
+        except TypeError:
+            return super().execute_operation(serially)
+        hit = memo.get(key)
+        if hit is not None:
+            return hit[1]
+        found = super().execute_operation(serially)
+        if isinstance(found, GraphQLExecutionResult) and not found.errors:
+            # an awaitable (comments) or an error stays each subscriber's own; the
+            # operation is kept with it so that its id names it while the memo lives
+            memo[key] = (self.operation, found)
+        return found
 
 
 SourcesArg = Annotated[
@@ -92,10 +124,14 @@ class Subscription:
         try:
             async for event in hub.events(sub, resume):
                 ctx.live_cursor = str(event.seq)
-                yield ArticleAddedEvent(
-                    cursor=strawberry.ID(str(event.seq)),
-                    article=event.article,  # type: ignore[arg-type]  # Article fields read NormalizedArticle
-                    gap=event.gap,
-                )
+                payload = event.memo.get(ArticleAddedEvent)
+                if payload is None:
+                    payload = event.memo[ArticleAddedEvent] = ArticleAddedEvent(
+                        cursor=strawberry.ID(str(event.seq)),
+                        article=event.article,  # type: ignore[arg-type]  # Article fields read NormalizedArticle
+                        gap=event.gap,
+                        memo=event.memo,
+                    )
+                yield payload
         finally:
             hub.release(sub)
