@@ -29,6 +29,7 @@ from gateway.edge.graphql_view import EdgeViewMixin
 from gateway.edge.identity import CLIENT
 from gateway.edge.runtime import EdgeRuntime
 from gateway.edge.streams import CURSOR_EXTENSION, STREAM, sse_transport, websocket_charge
+from gateway.edge.websocket import transport_ws_handler
 from gateway.errors import GatewayError
 from gateway.graphiql import graphiql_html, graphiql_routes
 from gateway.ops.metrics import HTTPMetrics, Metrics
@@ -183,6 +184,9 @@ def create_app(
         max_subscriptions_per_connection=settings.subscriptions_per_client,
     )
     graphql_app.stream_transport_classes_by_protocol = {GRAPHQL_SSE_PROTOCOL: sse_transport(settings.subscription_heartbeat_s)}
+    graphql_app.graphql_transport_ws_handler_class = transport_ws_handler(
+        persisted, persisted_only=settings.persisted_only, max_tokens=MAX_TOKENS
+    )
 
     async def root(request: Request) -> Response:
         return RedirectResponse("/graphql")

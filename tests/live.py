@@ -174,7 +174,8 @@ class WSSubscription:
 
 @asynccontextmanager
 async def ws_subscribe(
-    base: str, variables: dict[str, Any] | None = None, *, headers: dict[str, str] | None = None
+    base: str, variables: dict[str, Any] | None = None, *, headers: dict[str, str] | None = None,
+    query: str = SUBSCRIBE,
 ) -> AsyncIterator[WSSubscription]:
     url = base.replace("http://", "ws://") + "/graphql"
     async with connect(url, subprotocols=["graphql-transport-ws"], additional_headers=headers or {}) as ws:
@@ -182,7 +183,7 @@ async def ws_subscribe(
         ack = json.loads(await asyncio.wait_for(ws.recv(), 20))
         assert ack["type"] == "connection_ack", ack
         await ws.send(json.dumps({"id": "1", "type": "subscribe",
-                                  "payload": {"query": SUBSCRIBE, "variables": variables or {}}}))
+                                  "payload": {"query": query, "variables": variables or {}}}))
         yield WSSubscription(ws)
 
 

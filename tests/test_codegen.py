@@ -91,6 +91,11 @@ async def test_generated_client_runs_in_persisted_only_mode(
                 assert len(threads.articles.nodes) == 2
                 health = await client.health()
                 assert health.health.status in set(news_client.HealthStatus)
+                # a subscription, by document id over SSE: what the queries above stored, replayed
+                stream = client.article_added(sources=["tech-wire"], after="0")
+                first = await anext(stream)
+                assert first.article_added.cursor and first.article_added.article.source.id == "tech-wire"
+                await stream.aclose()
             plain = await gw.post("{ sources { id } }")
             assert plain.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_REQUIRED"
     finally:

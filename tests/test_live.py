@@ -202,3 +202,16 @@ async def test_websockets_are_identified_and_origin_checked(make_settings: Calla
             assert len(await ws.articles(1)) == 1
             hub = gw.services.live
             assert hub is not None and hub.clients() == {"key:team-a": 1}
+
+
+async def test_websockets_carry_subscriptions_only_and_trusted_ones_in_persisted_only_mode(
+    make_settings: Callable[..., Settings]
+) -> None:
+    async with live_gateway(make_settings) as (gw, _):
+        async with ws_subscribe(gw.url, {}, query="query Q { sources { id } }") as ws:
+            msg = await ws.next_message()
+            assert msg["type"] == "error" and msg["payload"][0]["extensions"]["code"] == "BAD_REQUEST"
+    async with live_gateway(make_settings, persisted_only=True) as (gw, _):
+        async with ws_subscribe(gw.url, {}) as ws:
+            msg = await ws.next_message()
+            assert msg["type"] == "error" and msg["payload"][0]["extensions"]["code"] == "PERSISTED_QUERY_REQUIRED"

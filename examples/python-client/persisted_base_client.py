@@ -10,6 +10,8 @@ gateway (``GATEWAY_PERSISTED_ONLY=true``) runs only documents loaded with
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import httpx
@@ -61,3 +63,38 @@ class PersistedBaseClient:
             message = "; ".join(str(e.get("message")) for e in errors or ()) or f"HTTP {response.status_code}"
             raise GatewayClientError(message, status_code=response.status_code, errors=errors)
         return cast(dict[str, Any], body["data"])
+
+    async def execute_ws(self, query: str, operation_name: str | None = None,
+                         variables: dict[str, Any] | None = None, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        """Subscriptions, by document id too, over GraphQL over SSE (``Accept:
+        text/event-stream``; one connection per subscription). Yields each event's
+        ``data``; an event with errors (e.g. ``SLOW_CONSUMER``) raises."""
+        given = {k: v for k, v in (variables or {}).items() if type(v).__name__ != "UnsetType"}
+        payload = {"documentId": document_id(query), "operationName": operation_name, "variables": given}
+        headers = {"accept": "text/event-stream", **kwargs.pop("headers", {})}
+        async with self.http_client.stream("POST", self.url, json=payload, headers=headers,
+                                           timeout=httpx.Timeout(30, read=None), **kwargs) as response:
+            if response.status_code != 200:
+                await response.aread()
+                self.get_data(response)  # raises with the gateway's errors
+            event, data = "", []
+            async for line in response.aiter_lines():
+                if line.startswith(":"):
+                    continue  # a heartbeat
+                if line:
+                    name, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if name == "event":
+                        event = value
+                    elif name == "data":
+                        data.append(value)
+                    continue
+                if event == "complete":
+                    return
+                if event == "next":
+                    body = json.loads("\n".join(data))
+                    if body.get("errors"):
+                        message = "; ".join(str(e.get("message")) for e in body["errors"])
+                        raise GatewayClientError(message, status_code=200, errors=body["errors"])
+                    yield cast(dict[str, Any], body["data"])
+                event, data = "", []
