@@ -148,7 +148,7 @@ class LiveHub:
 
     # -- the reader -------------------------------------------------------------
     def _on_notify(self, seq: int | None) -> None:
-        if seq is None or self._position is None or seq > self._position:
+        if self._subscribers and (seq is None or self._position is None or seq > self._position):
             self._wake.set()
 
     async def _run(self) -> None:
@@ -156,6 +156,11 @@ class LiveHub:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=POLL_S)
             self._wake.clear()
+            if not self._subscribers:
+                # Nobody to tell: no statements. The next subscriber starts from the
+                # position read when it comes (those resuming read the table themselves).
+                self._position = None
+                continue
             try:
                 await self._read()
             except asyncio.CancelledError:
