@@ -82,6 +82,7 @@ async def test_last_event_id_resumes_without_loss_or_duplicates(make_settings: C
         published = upstream.add(3)
         async with sse_subscribe(gw.url, {"after": "0"}) as sse:
             seen = await sse.articles(2)
+        await wait_subscribers(gw, 0, exactly=True)  # the disconnect reached the stream: it let go
         # gone; meanwhile the third is waiting and more are published
         published += upstream.add(3)
         await wait_for_articles(gw, 6)
@@ -139,11 +140,11 @@ async def test_bad_requests_get_clear_errors(make_settings: Callable[..., Settin
             del upstream_wait
 
 
-async def wait_subscribers(gw: RunningGateway, count: int) -> None:
+async def wait_subscribers(gw: RunningGateway, count: int, *, exactly: bool = False) -> None:
     hub = gw.services.live
     assert hub is not None
     async with asyncio.timeout(10):
-        while hub.subscriber_count < count:
+        while hub.subscriber_count < count or (exactly and hub.subscriber_count != count):
             await asyncio.sleep(0.02)
 
 

@@ -18,13 +18,16 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
+from strawberry.types.unset import UNSET
 
 from gateway.edge.gate import ACTUAL_COST_HEADER, HAS_EXTENSIONS_HEADER, MEDIA, PARAMS
 from gateway.edge.http import GRAPHQL_RESPONSE_JSON
 from gateway.edge.page_headers import graphiql_headers
 from gateway.edge.responses import error_body
-from gateway.edge.streams import STREAM
+from gateway.edge.streams import STREAM, EventStream
 
 _CONTEXT = "gateway.edge.context"
 _SUB_RESPONSE = "gateway.edge.sub_response"
@@ -50,6 +53,38 @@ class EdgeViewMixin:
             response = Response(error_body("BAD_REQUEST", exc.reason), status_code=exc.status_code,
                                 media_type="application/json")
         await response(scope, receive, send)
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        """An event stream (the gate marked it) runs here: the schema's stream of
+        results (parse, validation, execution, extensions: all Strawberry's), each
+        processed and encoded by the view's hooks, sent by :class:`EventStream`."""
+        scope = getattr(request, "scope", None)
+        if scope is None or scope.get("type") != "http" or not scope.get(STREAM) or scope.get(PARAMS) is None:
+            return await super().run(request, context, root_value)  # type: ignore[misc]
+        params = scope[PARAMS]
+        sub = await self.get_sub_response(request)
+        ctx = await self.get_context(request, response=sub)  # type: ignore[attr-defined]
+        root = await self.get_root_value(request)  # type: ignore[attr-defined]
+        allowed = {OperationType.QUERY, OperationType.SUBSCRIPTION}
+        if scope["method"] == "POST":
+            allowed.add(OperationType.MUTATION)
+        results = await self.schema.stream(  # type: ignore[attr-defined]
+            params.query, variable_values=params.variables, context_value=ctx, root_value=root,
+            operation_name=params.operation_name, operation_extensions=params.extensions,
+            allowed_operation_types=allowed,
+        )
+        transport = self.sse()
+
+        async def encode(result: Any) -> str:
+            processed = await self.process_result(request, result)  # type: ignore[attr-defined]
+            return transport.encode_next(processed, self.encode_json_string)  # type: ignore[attr-defined]
+
+        headers = {**dict(sub.headers), **transport.headers}
+        return EventStream(results, encode, transport, self.encode_json_string, headers)  # type: ignore[attr-defined]
+
+    def sse(self) -> Any:
+        transport_class = self.stream_transport_classes_by_protocol[GRAPHQL_SSE_PROTOCOL]  # type: ignore[attr-defined]
+        return transport_class()
 
     def remember_context(self, request: Request, ctx: Any) -> None:
         request.scope[_CONTEXT] = ctx
