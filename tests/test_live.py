@@ -151,7 +151,10 @@ async def wait_subscribers(gw: RunningGateway, count: int, *, exactly: bool = Fa
 async def test_a_slow_consumer_is_cut_off_with_a_reason_while_the_others_go_on(
     make_settings: Callable[..., Settings]
 ) -> None:
-    async with live_gateway(make_settings, subscription_queue_max=20, summary_bytes=16_000) as (gw, upstream):
+    # heartbeats far apart: a client that stops reading for a while is not yet taken
+    # for gone (see the next test), so it can read its reason
+    async with live_gateway(make_settings, subscription_queue_max=20, summary_bytes=16_000,
+                            subscription_heartbeat_s=30) as (gw, upstream):
         hub = gw.services.live
         assert hub is not None
         slow = await RawSSE.open(gw.port, SUBSCRIBE_FULL, {"after": "0"})
@@ -216,3 +219,49 @@ async def test_websockets_carry_subscriptions_only_and_trusted_ones_in_persisted
         async with ws_subscribe(gw.url, {}) as ws:
             msg = await ws.next_message()
             assert msg["type"] == "error" and msg["payload"][0]["extensions"]["code"] == "PERSISTED_QUERY_REQUIRED"
+
+
+async def test_a_client_that_stopped_reading_for_good_is_disconnected(make_settings: Callable[..., Settings]) -> None:
+    async with live_gateway(make_settings, summary_bytes=16_000, subscription_heartbeat_s=0.3) as (gw, upstream):
+        hub = gw.services.live
+        assert hub is not None
+        slow = await RawSSE.open(gw.port, SUBSCRIBE_FULL, {"after": "0"})
+        try:
+            await wait_subscribers(gw, 1)
+            for _ in range(30):  # until its socket is full and its heartbeats cannot go
+                upstream.add(10)
+                await wait_for_articles(gw, len(upstream.items))
+                await asyncio.sleep(0.3)
+                if hub.subscriber_count == 0:
+                    break
+            assert hub.subscriber_count == 0 and hub.evicted == 0  # let go before its queue (1000) filled
+            data = await slow.read_until(b"\x00never", timeout_s=30)  # returns at EOF: the server closed it
+            assert b"event: next" in data and not data.endswith(b"0\r\n\r\n")  # cut, not completed
+        finally:
+            await slow.aclose()
+
+
+async def test_an_event_source_subscribes_by_get_and_resumes_with_last_event_id(
+    make_settings: Callable[..., Settings]
+) -> None:
+    import httpx
+
+    async with live_gateway(make_settings) as (gw, upstream):
+        published = upstream.add(3)
+        await gw.data(FETCH)
+        await wait_for_articles(gw, 3)
+        first_cursor = await gw.services.db.run(lambda conn: conn.fetchval("SELECT min(seq) FROM articles"))
+        params = {"query": "subscription { articleAdded { cursor article { url } } }"}
+        headers = {"accept": "text/event-stream", "last-event-id": str(first_cursor)}
+        async with httpx.AsyncClient(base_url=gw.url, timeout=httpx.Timeout(30, read=None)) as client:
+            async with client.stream("GET", "/graphql", params=params, headers=headers) as response:
+                assert response.status_code == 200
+                from tests.live import SSEStream
+
+                events = await SSEStream(response).articles(2)  # the two after the first
+        got = [e.payload["data"]["articleAdded"]["article"]["url"] for e in events]
+        assert len(got) == 2 and set(got) < set(published)
+        assert all(int(e.id or 0) > first_cursor for e in events)
+        # a mutation never streams over GET
+        resp = await gw.client.get("/graphql", params={"query": "mutation { x }"}, headers={"accept": "text/event-stream"})
+        assert resp.status_code == 405

@@ -8,7 +8,7 @@ from starlette.middleware.cors import CORSMiddleware
 from gateway.settings import EdgeSettings
 
 ALLOWED_METHODS = ("GET", "POST")
-ALLOWED_HEADERS = ("accept", "authorization", "content-type", "x-api-key", "x-request-id")
+ALLOWED_HEADERS = ("accept", "authorization", "content-type", "last-event-id", "x-api-key", "x-request-id")
 #: Headers a browser script may read from our answers.
 EXPOSED_HEADERS = ("ratelimit", "ratelimit-policy", "retry-after", "x-request-id")
 

@@ -29,6 +29,8 @@ from strawberry.types.graphql import OperationType
 from gateway.edge.identity import CLIENT, ClientIdentity
 from gateway.errors import LiveRefused
 
+#: A stream whose heartbeat cannot be sent for this many intervals is closed.
+STUCK_HEARTBEATS = 2
 #: Scope key: this request is answered as an event stream (set by the gate).
 STREAM = "gateway.edge.stream"
 #: Key of the event cursor in a streamed result's extensions, moved into ``id:``.
@@ -124,6 +126,11 @@ class EventStream:
     (tests/bench/bench_live.py). Here an event costs one step of the request's own
     task; one watcher task per stream waits for the disconnect and sends the
     heartbeats, and a lock keeps its sends and the events' from interleaving.
+
+    A client that stops reading fills its socket; its events queue up in the hub
+    until it is cut off there (SLOW_CONSUMER), which it reads if it reads again. If
+    a heartbeat cannot be sent for :data:`STUCK_HEARTBEATS` intervals the client is
+    gone in all but name: the stream stops and the server closes the connection.
     """
 
     def __init__(
@@ -153,12 +160,22 @@ class EventStream:
         async def watch() -> None:
             nonlocal gone
             ping = self.transport.heartbeat_message(self.encode_json)
+            interval = self.transport.heartbeat_interval
             while True:
                 try:
-                    async with asyncio.timeout(self.transport.heartbeat_interval):
+                    async with asyncio.timeout(interval):
                         message = await receive()
                 except TimeoutError:
-                    await chunk(ping)
+                    try:
+                        async with asyncio.timeout(interval * STUCK_HEARTBEATS):
+                            await chunk(ping)
+                    except TimeoutError:
+                        # Returning with the response incomplete makes the server close
+                        # the connection (uvicorn logs that, one line).
+                        gone = True
+                        if task is not None:
+                            task.cancel()
+                        return
                     continue
                 if message["type"] == "http.disconnect":
                     gone = True
