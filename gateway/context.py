@@ -42,6 +42,22 @@ class GatewayContext:
     charge_subscription: Callable[[], None] | None = None
     live_cursor: str | None = None
 
+    def renew_for_event(self) -> None:
+        """A live subscription outlives its request's deadline: each event is resolved
+        like a request of its own (a fresh deadline, loaders and cost meter) once the
+        old deadline is half spent, so that e.g. `comments` of an event still load."""
+        budget_s = self.services.settings.request_deadline_ms / 1000
+        if self.deadline.remaining() > budget_s / 2:
+            return
+        self.deadline = Deadline.after(budget_s, self.services.clock)
+        self.outcomes = []
+        self.loaders = Loaders.create(
+            self.services.settings, self.services.source_service, self.deadline, outcomes=self.outcomes, reads=None
+        )
+        edge = self.services.settings.edge
+        self.meter = CostMeter(edge.max_query_cost, edge.max_upstream_fetches)
+        self.reads = None
+
     def mark_volatile(self) -> None:
         """This answer shows live process state (health, breakers): never cache it."""
         if self.reads is not None:

@@ -265,3 +265,36 @@ async def test_an_event_source_subscribes_by_get_and_resumes_with_last_event_id(
         # a mutation never streams over GET
         resp = await gw.client.get("/graphql", params={"query": "mutation { x }"}, headers={"accept": "text/event-stream"})
         assert resp.status_code == 405
+
+
+async def test_events_resolve_like_requests_of_their_own_long_after_the_subscription_began(
+    make_settings: Callable[..., Settings]
+) -> None:
+    """`comments` of an event load from the HN items even when the subscription's own
+    request deadline (GATEWAY_REQUEST_DEADLINE_MS) ran out long ago."""
+    from tests.clock import FakeClock
+
+    clock = FakeClock()
+    settings = make_settings(subscription_heartbeat_s=0.5)  # the demo sources, Hacker News among them
+    async with RunningGateway(create_app(settings, clock=clock)) as gw:
+        query = "subscription { articleAdded(sources: [\"hn\"]) { cursor article { title comments(first: 1) { id } } } }"
+        async with httpx_stream(gw.url, query) as sse:
+            await wait_subscribers(gw, 1)
+            clock.advance(60)  # the subscription's request deadline is long gone
+            await gw.data('{ articles(sources: ["hn"], first: 3) { nodes { id } } }')  # ingest
+            events = await sse.articles(3)
+        with_comments = [e for e in events if e.payload["data"]["articleAdded"]["article"]["comments"]]
+        assert with_comments, events  # no DEADLINE_EXCEEDED: each event had a deadline of its own
+
+
+@asynccontextmanager
+async def httpx_stream(base: str, query: str) -> AsyncIterator[Any]:
+    import httpx
+
+    from tests.live import SSEStream
+
+    async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(30, read=None)) as client:
+        async with client.stream("POST", "/graphql", json={"query": query},
+                                 headers={"accept": "text/event-stream"}) as response:
+            assert response.status_code == 200
+            yield SSEStream(response)

@@ -124,6 +124,7 @@ class Subscription:
         try:
             async for event in hub.events(sub, resume):
                 ctx.live_cursor = str(event.seq)
+                ctx.renew_for_event()
                 payload = event.memo.get(ArticleAddedEvent)
                 if payload is None:
                     payload = event.memo[ArticleAddedEvent] = ArticleAddedEvent(
