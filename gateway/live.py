@@ -28,12 +28,16 @@ import logging
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.errors import DatabaseUnavailable, LiveRefused
 from gateway.sources.base import NormalizedArticle
 from gateway.store import live as queries
 from gateway.store.db import Database
 from gateway.store.listener import CacheListener
+
+if TYPE_CHECKING:
+    from gateway.ops.metrics import Metrics
 
 log = logging.getLogger("gateway.live")
 
@@ -92,7 +96,9 @@ class LiveHub:
         queue_max: int,
         replay_max: int,
         per_client_max: int,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.db = db
         self.listener = listener
         self.queue_max = queue_max
@@ -119,6 +125,7 @@ class LiveHub:
         self.closing = True
         for sub in list(self._subscribers):
             sub.end(LiveRefused("the gateway is shutting down; reconnect to resume", code="SHUTTING_DOWN"))
+            self._count_end("SHUTTING_DOWN")
 
     async def aclose(self) -> None:
         self.close()
@@ -190,6 +197,7 @@ class LiveHub:
                 continue
             if len(sub.queue) + len(wanted) > self.queue_max:
                 self.evicted += 1
+                self._count_end("SLOW_CONSUMER")
                 sub.end(LiveRefused(
                     f"this subscriber fell {self.queue_max} events behind and was cut off; "
                     "reconnect with the last cursor (SSE Last-Event-ID) to resume", code="SLOW_CONSUMER"))
@@ -199,9 +207,15 @@ class LiveHub:
             sub.wake.set()
 
     # -- subscribers ------------------------------------------------------------
+    def _count_end(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.child(self.metrics.live_ended, reason).inc()
+
     def release(self, sub: Subscriber) -> None:
         if sub in self._subscribers:
             self._subscribers.discard(sub)
+            if self.metrics is not None:
+                self.metrics.live_subscribers.dec()
             self._per_client[sub.client_id] -= 1
             if self._per_client[sub.client_id] <= 0:
                 del self._per_client[sub.client_id]
@@ -217,6 +231,8 @@ class LiveHub:
         sub = Subscriber(frozenset(sources) if sources is not None else None, client_id)
         self._subscribers.add(sub)
         self._per_client[client_id] += 1
+        if self.metrics is not None:
+            self.metrics.live_subscribers.inc()
         if self._position is None:
             self._wake.set()
         return sub

@@ -123,6 +123,7 @@ class Services:
                 queue_max=settings.subscription_queue_max,
                 replay_max=settings.subscription_replay_max,
                 per_client_max=settings.subscriptions_per_client,
+                metrics=metrics,
             )
             live.start()
             stack.push_async_callback(live.aclose)

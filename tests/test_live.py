@@ -169,6 +169,9 @@ async def test_a_slow_consumer_is_cut_off_with_a_reason_while_the_others_go_on(
                     if hub.evicted:
                         break
                 assert hub.evicted == 1 and hub.subscriber_count == 2
+                metrics = (await gw.client.get("/metrics")).text
+                assert "gateway_live_subscribers 2.0" in metrics
+                assert 'gateway_live_ended_total{reason="SLOW_CONSUMER"} 1.0' in metrics
                 published += upstream.add(3)  # the others go on
                 got += sse_data(await fast.articles(3))
                 by_ws = await ws.articles(len(published))

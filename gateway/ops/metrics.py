@@ -88,6 +88,14 @@ class Metrics:
             "gateway_event_loop_lag_seconds", "How late the event loop ran a timer, lately (worst worker).",
             multiprocess_mode="livemax", registry=r,
         )
+        self.live_subscribers = Gauge(
+            "gateway_live_subscribers", "Open live subscriptions (Subscription.articleAdded), every worker summed.",
+            multiprocess_mode="livesum", registry=r,
+        )
+        self.live_ended = Counter(
+            "gateway_live_ended", "Live subscriptions the gateway ended, by reason (SLOW_CONSUMER, SHUTTING_DOWN).",
+            ["reason"], registry=r,
+        )
         self._operation_names: set[str] = set()
         # Label children by their values: prometheus-client's labels() validates and
         # locks on every call, a cost the warm path pays per request and per source.
