@@ -34,7 +34,7 @@ from gateway.ops.readiness import Drain, Readiness
 from gateway.ops.tracing import provider_from_env, tracer_of
 from gateway.persisted import PersistedDocuments, PersistedDocumentsMiddleware
 from gateway.resilience.clock import Clock, SystemClock
-from gateway.respcache import READS_KEY, Answer, ResponseCache, ResponseCacheMiddleware
+from gateway.respcache import READS_KEY, Answer, ResponseCache, ResponseCacheFront, ResponseCacheMiddleware
 from gateway.schema import MAX_TOKENS, build_schema
 from gateway.schema.errors import classify
 from gateway.services import Services
@@ -103,11 +103,13 @@ def create_app(
     async def on_cache_hit(scope: Scope, answer: Answer, send: Send) -> bool:
         """A hit is still an operation served: count it as one (the gate, outside the
         cache, has charged the client for it). True would mean "answered here"."""
+        counters = answer.memo
+        if counters is None:
+            counters = answer.memo = metrics.replay(answer.operation, answer.statuses)
+        for counter, n in counters:
+            counter.inc(n)
         if answer.operation is not None:
-            name, op_type, outcome = answer.operation
-            metrics.operation(name, op_type, outcome, 0.0)
-        for source_id, status in answer.statuses:
-            metrics.source_result(source_id, status)
+            metrics.graphql_duration.observe(0.0)
         return False
 
     response_cache = ResponseCache(
@@ -156,6 +158,26 @@ def create_app(
     schema = build_schema(introspection=settings.edge.introspection_on, suggestions=settings.edge.suggestions_on)
     graphql_app = GatewayGraphQL(schema, graphql_ide="graphiql" if settings.edge.graphiql_on else None)
 
+    max_body = settings.edge.max_request_bytes
+    gate = GraphQLGate(
+        ResponseCacheMiddleware(
+            CoalesceIdentical(graphql_app, clock=clock, max_body_bytes=max_body),
+            response_cache, max_body_bytes=max_body, on_hit=on_cache_hit,
+        ),
+        max_tokens=MAX_TOKENS, clock=clock, metrics=metrics,
+    )
+
+    async def serve_hit(scope: Scope, answer: Answer, send: Send) -> bool:
+        if not await gate.serve_hit(scope, answer, send):
+            return False
+        await on_cache_hit(scope, answer, send)  # metrics
+        return True
+
+    graphql_endpoint = ResponseCacheFront(
+        PersistedDocumentsMiddleware(gate, persisted, persisted_only=settings.persisted_only),
+        response_cache, max_body_bytes=max_body, serve_hit=serve_hit,
+    )
+
     async def root(request: Request) -> Response:
         return RedirectResponse("/graphql")
 
@@ -167,31 +189,19 @@ def create_app(
 
     return Starlette(
         routes=[
+            # /graphql first: the router tries routes in order, and nearly every
+            # request is for it. Its layers: the response cache's front (a hit is
+            # charged and answered there, by the gate's serve_hit), persisted
+            # documents (the gate estimates the document's cost), the gate (GraphQL
+            # over HTTP, cost, the client's charge), the response cache's miss path
+            # (one execution per key, stored under the request as sent), coalescing
+            # of identical requests. No `methods=`: the gate answers every method
+            # itself (405 with Allow, in JSON).
+            Route("/graphql", graphql_endpoint),
             Route("/", root),
             Route("/livez", livez),
             Route("/readyz", readyz),
             Route("/metrics", metrics.endpoint),
-            # Persisted documents first (the gate estimates the document's cost), then
-            # the gate (GraphQL over HTTP, cost, the client's charge: hits are charged
-            # too), then the response cache, then coalescing of identical requests. No
-            # `methods=`: the gate answers every method itself (405 with Allow, in JSON).
-            Route(
-                "/graphql",
-                PersistedDocumentsMiddleware(
-                    GraphQLGate(
-                        ResponseCacheMiddleware(
-                            CoalesceIdentical(graphql_app, clock=clock, max_body_bytes=settings.edge.max_request_bytes),
-                            response_cache,
-                            max_body_bytes=settings.edge.max_request_bytes,
-                            on_hit=on_cache_hit,
-                        ),
-                        max_tokens=MAX_TOKENS,
-                        metrics=metrics,
-                    ),
-                    persisted,
-                    persisted_only=settings.persisted_only,
-                ),
-            ),
             *graphiql_routes(),
         ],
         # Outermost first: every answer is counted, the edge's refusals too.

@@ -105,15 +105,32 @@ class Metrics:
 
     # -- recording ------------------------------------------------------------------
     def operation(self, name: str | None, operation_type: str, outcome: str, seconds: float) -> None:
-        if not name:
-            name = "anonymous"
-        elif name not in self._operation_names:
-            if len(self._operation_names) >= MAX_OPERATION_NAMES:
-                name = "other"
-            else:
-                self._operation_names.add(name)
-        self.child(self.graphql_operations, name, operation_type, outcome).inc()
+        self.child(self.graphql_operations, self._operation_label(name), operation_type, outcome).inc()
         self.graphql_duration.observe(seconds)
+
+    def _operation_label(self, name: str | None) -> str:
+        if not name:
+            return "anonymous"
+        if name not in self._operation_names:
+            if len(self._operation_names) >= MAX_OPERATION_NAMES:
+                return "other"
+            self._operation_names.add(name)
+        return name
+
+    def replay(self, operation: tuple[str | None, str, str] | None,
+               statuses: tuple[tuple[str, str], ...]) -> list[tuple[Any, int]]:
+        """The counters one answer moves, with how much, for answering it again from a
+        cache: resolved once per cached answer, not per hit. (A hit's duration is
+        observed as 0: it runs nothing.)"""
+        counts: dict[Any, int] = {}
+        if operation is not None:
+            name, op_type, outcome = operation
+            child = self.child(self.graphql_operations, self._operation_label(name), op_type, outcome)
+            counts[child] = 1
+        for source_id, status in statuses:
+            child = self.child(self.source_results, source_id, status)
+            counts[child] = counts.get(child, 0) + 1
+        return list(counts.items())
 
     def upstream(self, source_id: str, outcome: str, seconds: float) -> None:
         self.child(self.upstream_requests, source_id, outcome).inc()
