@@ -26,6 +26,7 @@ from gateway.edge import edge_middleware
 from gateway.edge.gate import GraphQLGate
 from gateway.edge.graphql_view import EdgeViewMixin
 from gateway.edge.identity import CLIENT
+from gateway.edge.request_id import REQUEST_ID
 from gateway.edge.runtime import EdgeRuntime
 from gateway.errors import GatewayError
 from gateway.graphiql import graphiql_html, graphiql_routes
@@ -54,7 +55,7 @@ class GatewayGraphQL(EdgeViewMixin, GraphQL[GatewayContext, None]):
         services: Services = request.state.services
         ctx = build_context(
             services,
-            request_id=request.headers.get("x-request-id"),
+            request_id=request.scope.get(REQUEST_ID),
             arrived=request.scope.get(ARRIVED_KEY),
             reads=request.scope.get(READS_KEY),
         )
@@ -75,7 +76,7 @@ class GatewayGraphQL(EdgeViewMixin, GraphQL[GatewayContext, None]):
         # Errors raised before execution (e.g. syntax errors caught in the parser
         # cache) skip the schema's ErrorCodes extension; classify them here too.
         if result.errors:
-            request_id = request.headers.get("x-request-id")
+            request_id = request.scope.get(REQUEST_ID)
             result.errors = [e if (e.extensions or {}).get("code") else classify(e, request_id) for e in result.errors]
         processed = await super().process_result(request, result)
         reads = request.scope.get(READS_KEY)
@@ -106,10 +107,7 @@ def create_app(
         counters = answer.memo
         if counters is None:
             counters = answer.memo = metrics.replay(answer.operation, answer.statuses)
-        for counter, n in counters:
-            counter.inc(n)
-        if answer.operation is not None:
-            metrics.graphql_duration.observe(0.0)
+        metrics.count_deferred(counters)
         return False
 
     response_cache = ResponseCache(
