@@ -176,6 +176,7 @@ class Answer:
     media: str | None = None
     #: Whatever the hit hook derives once per answer (the metrics it moves).
     memo: Any = None
+    ages_until: float = -math.inf  # epoch seconds: the recomputed ages hold until then
     # cache bookkeeping
     key: tuple[bytes, ...] = ()
     tags: frozenset[str] = frozenset()
@@ -185,9 +186,11 @@ class Answer:
     def current(self, now_ts: float) -> tuple[bytes, bytes]:
         """Body and ETag as of ``now_ts``: ``ageSeconds`` recomputed from when each
         source's data was fetched (as the service computes it, whole seconds)."""
-        if not self.ages or self.result is None:
+        if not self.ages or self.result is None or now_ts < self.ages_until:
             return self.body, self.etag
         ages = tuple(int(max(0.0, now_ts - fetched)) for _, fetched in self.ages)
+        # The next moment one of these whole seconds ticks over: until then, the same.
+        self.ages_until = min(fetched + age + 1 for (_, fetched), age in zip(self.ages, ages, strict=True))
         if ages != self.last_ages:
             data = self.result.get("data")
             for (path, _), age in zip(self.ages, ages, strict=True):
