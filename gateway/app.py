@@ -29,6 +29,7 @@ from gateway.edge.identity import CLIENT
 from gateway.edge.runtime import EdgeRuntime
 from gateway.errors import GatewayError
 from gateway.graphiql import graphiql_html, graphiql_routes
+from gateway.ops import status as status_page
 from gateway.ops.metrics import HTTPMetrics, Metrics
 from gateway.ops.readiness import Drain, Readiness
 from gateway.ops.tracing import provider_from_env, tracer_of
@@ -171,6 +172,8 @@ def create_app(
             Route("/livez", livez),
             Route("/readyz", readyz),
             Route("/metrics", metrics.endpoint),
+            # Off: no route at all, so /status is a 404 like any unknown path.
+            *([Route(status_page.PATH, status_page.endpoint)] if settings.edge.status_page_on else []),
             # Persisted documents first (the gate estimates the document's cost), then
             # the gate (GraphQL over HTTP, cost, the client's charge: hits are charged
             # too), then the response cache, then coalescing of identical requests. No

@@ -61,7 +61,7 @@ DEFAULT_LOG_LEVEL = "info"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 # --- edge: limits, identity, production posture (gateway/edge/) -------------
-DEFAULT_ENV = "development"  # or "production": no GraphiQL, introspection or field suggestions
+DEFAULT_ENV = "development"  # or "production": no GraphiQL, /status, introspection or field suggestions
 ENVIRONMENTS = ("development", "production")
 #: Largest request body accepted (HTTP 413 above it).
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
@@ -285,6 +285,7 @@ class EdgeSettings:
     env: str = DEFAULT_ENV
     introspection: bool | None = None  # None: on in development, off in production
     graphiql: bool | None = None  # None: on in development, off in production
+    status_page: bool | None = None  # /status; None: on in development, off in production
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_query_cost: int = DEFAULT_MAX_QUERY_COST
     max_upstream_fetches: int = DEFAULT_MAX_UPSTREAM_FETCHES
@@ -314,6 +315,10 @@ class EdgeSettings:
         return (not self.production) if self.graphiql is None else self.graphiql
 
     @property
+    def status_page_on(self) -> bool:
+        return (not self.production) if self.status_page is None else self.status_page
+
+    @property
     def suggestions_on(self) -> bool:
         return not self.production
 
@@ -335,6 +340,7 @@ class EdgeSettings:
             env=mode,
             introspection=_env_opt_bool(env, "GATEWAY_INTROSPECTION"),
             graphiql=_env_opt_bool(env, "GATEWAY_GRAPHIQL"),
+            status_page=_env_opt_bool(env, "GATEWAY_STATUS_PAGE"),
             max_request_bytes=_env_int(env, "GATEWAY_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES),
             max_query_cost=_env_int(env, "GATEWAY_MAX_QUERY_COST", DEFAULT_MAX_QUERY_COST),
             max_upstream_fetches=_env_int(env, "GATEWAY_MAX_UPSTREAM_FETCHES", DEFAULT_MAX_UPSTREAM_FETCHES),
@@ -363,6 +369,7 @@ EDGE_ENV_DEFAULTS: dict[str, object] = {
     "GATEWAY_ENV": DEFAULT_ENV,
     "GATEWAY_INTROSPECTION": None,
     "GATEWAY_GRAPHIQL": None,
+    "GATEWAY_STATUS_PAGE": None,
     "GATEWAY_MAX_REQUEST_BYTES": DEFAULT_MAX_REQUEST_BYTES,
     "GATEWAY_MAX_QUERY_COST": DEFAULT_MAX_QUERY_COST,
     "GATEWAY_MAX_UPSTREAM_FETCHES": DEFAULT_MAX_UPSTREAM_FETCHES,
