@@ -98,12 +98,14 @@ def create_app(
     provider = tracer_provider if tracer_provider is not None else provider_from_env()
     tracer = tracer_of(provider)
 
-    metrics = Metrics()
+    metrics = Metrics() if settings.metrics else None
     persisted = PersistedDocuments(max_documents=settings.persisted_max)
 
     async def on_cache_hit(scope: Scope, answer: Answer, send: Send) -> bool:
         """A hit is still an operation served: count it as one (the gate, outside the
         cache, has charged the client for it). True would mean "answered here"."""
+        if metrics is None:
+            return False
         if answer.operation is not None:
             name, op_type, outcome = answer.operation
             metrics.operation(name, op_type, outcome, 0.0)
@@ -150,11 +152,17 @@ def create_app(
             drain.uninstall()
             await edge.aclose()
             await services.aclose()
-            metrics.process_exited()
+            if metrics is not None:
+                metrics.process_exited()
             if own_provider and provider is not None:
                 provider.shutdown()  # flushes the spans still queued
 
-    schema = build_schema(introspection=settings.edge.introspection_on, suggestions=settings.edge.suggestions_on)
+    schema = build_schema(
+        introspection=settings.edge.introspection_on,
+        suggestions=settings.edge.suggestions_on,
+        # Nothing to observe an operation for: leave the observer out of every request.
+        observe=metrics is not None or settings.operation_log or provider is not None,
+    )
     graphql_app = GatewayGraphQL(schema, graphql_ide="graphiql" if settings.edge.graphiql_on else None)
 
     async def root(request: Request) -> Response:
@@ -171,7 +179,7 @@ def create_app(
             Route("/", root),
             Route("/livez", livez),
             Route("/readyz", readyz),
-            Route("/metrics", metrics.endpoint),
+            *([Route("/metrics", metrics.endpoint)] if metrics is not None else []),
             # Off: no route at all, so /status is a 404 like any unknown path.
             *([Route(status_page.PATH, status_page.endpoint)] if settings.edge.status_page_on else []),
             # Persisted documents first (the gate estimates the document's cost), then
@@ -186,7 +194,7 @@ def create_app(
                             CoalesceIdentical(graphql_app, clock=clock, max_body_bytes=settings.edge.max_request_bytes),
                             response_cache,
                             max_body_bytes=settings.edge.max_request_bytes,
-                            on_hit=on_cache_hit,
+                            on_hit=on_cache_hit if metrics is not None else None,
                         ),
                         max_tokens=MAX_TOKENS,
                         metrics=metrics,
@@ -198,7 +206,10 @@ def create_app(
             *graphiql_routes(),
         ],
         # Outermost first: every answer is counted, the edge's refusals too.
-        middleware=[Middleware(HTTPMetrics, metrics=metrics), *edge_middleware(settings, clock=clock)],
+        middleware=[
+            *([Middleware(HTTPMetrics, metrics=metrics)] if metrics is not None else []),
+            *edge_middleware(settings, clock=clock),
+        ],
         lifespan=lifespan,
     )
 

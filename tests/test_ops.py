@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
@@ -239,3 +240,23 @@ async def test_traces_follow_the_graphql_conventions(demo: DemoServer, make_sett
     assert calls and {c.attributes["http.response.status_code"] for c in calls} == {503}
     assert any(s.name == "postgresql" and s.attributes["db.system.name"] == "postgresql" for s in spans)
     assert all(s.context.trace_id == operation.context.trace_id for s in fetches.values())
+
+
+async def test_operation_log_metrics_and_statistics_can_each_be_turned_off(
+    demo: DemoServer, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="gateway.request")
+    off = make_settings(sources_of(demo.url, TECH), operation_log=False, metrics=False, stats_queue_max=0)
+    async with RunningGateway(create_app(off)) as gw:
+        await gw.data(NAMED)
+        assert demo.control.count("feeds.rss") == 1
+        assert (await gw.client.get("/metrics")).status_code == 404
+        assert gw.services.metrics is None and gw.services.stats is None
+        stats = await gw.data("{ health { sources { fetchStats { calls } } } }")
+        assert stats["health"]["sources"] == [{"fetchStats": {"calls": 0}}]  # the call was not recorded
+    assert [r for r in caplog.records if r.getMessage() == "graphql.operation"] == []
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, TECH)))) as gw:
+        await gw.data(NAMED)
+        assert (await gw.client.get("/metrics")).status_code == 200
+    logged = [r for r in caplog.records if r.getMessage() == "graphql.operation"]
+    assert len(logged) == 1 and logged[0].request_id

@@ -59,8 +59,10 @@ def use_json(log_format: str, stream: Any = None) -> bool:
     return log_format == "json" or (log_format == "auto" and not stream.isatty())
 
 
-def configure(log_format: str, level: str = "INFO") -> None:
-    """Set up structlog and the standard library's root logger for this process."""
+def configure(log_format: str, level: str = "INFO", *, stream: Any = None) -> None:
+    """Set up structlog and the standard library's root logger for this process;
+    lines go to ``stream`` (default: stderr)."""
+    stream = sys.stderr if stream is None else stream
     global _listener
     shared: list[Any] = [
         _drop_color_message,
@@ -69,7 +71,7 @@ def configure(log_format: str, level: str = "INFO") -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    json = use_json(log_format)
+    json = use_json(log_format, stream)
     renderer: Any = structlog.processors.JSONRenderer(serializer=_dumps) if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -85,7 +87,7 @@ def configure(log_format: str, level: str = "INFO") -> None:
             renderer,
         ],
     )
-    out = logging.StreamHandler(sys.stderr)
+    out = logging.StreamHandler(stream)
     out.setFormatter(formatter)
     if _listener is None:
         atexit.register(_stop)

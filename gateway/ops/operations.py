@@ -18,13 +18,17 @@ log = logging.getLogger("gateway.request")
 
 
 class OperationObserver(SchemaExtension):
+    """Only in schemas with something to feed (``build_schema(observe=...)``): metrics
+    (GATEWAY_METRICS), the log line (GATEWAY_OPERATION_LOG and the level), tracing."""
+
     def on_operation(self) -> Iterator[None]:
         ctx = self.execution_context.context
         services = getattr(ctx, "services", None)
-        metrics = getattr(services, "metrics", None)
-        if metrics is None:
+        if services is None:  # a schema executed outside the gateway (export, tests)
             yield
             return
+        metrics = services.metrics
+        logging_on = services.settings.operation_log and log.isEnabledFor(logging.INFO)
         clock = services.clock
         started = clock.monotonic()
         tracer = services.tracer
@@ -44,8 +48,9 @@ class OperationObserver(SchemaExtension):
             outcome = "ok"
         op_type = self._operation_type()
         name = self.execution_context.operation_name
-        metrics.operation(name, op_type, outcome, seconds)
-        if log.isEnabledFor(logging.INFO):
+        if metrics is not None:
+            metrics.operation(name, op_type, outcome, seconds)
+        if logging_on:
             log.info(
                 "graphql.operation",
                 extra={
