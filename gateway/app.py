@@ -26,9 +26,11 @@ from gateway.edge import edge_middleware
 from gateway.edge.gate import GraphQLGate
 from gateway.edge.graphql_view import EdgeViewMixin
 from gateway.edge.identity import CLIENT
+from gateway.edge.request_id import ARRIVED_AT, REQUEST_ID
 from gateway.edge.runtime import EdgeRuntime
 from gateway.errors import GatewayError
 from gateway.graphiql import graphiql_html, graphiql_routes
+from gateway.ops import operations
 from gateway.ops import status as status_page
 from gateway.ops.metrics import HTTPMetrics, Metrics
 from gateway.ops.readiness import Drain, Readiness
@@ -102,15 +104,31 @@ def create_app(
     persisted = PersistedDocuments(max_documents=settings.persisted_max)
 
     async def on_cache_hit(scope: Scope, answer: Answer, send: Send) -> bool:
-        """A hit is still an operation served: count it as one (the gate, outside the
-        cache, has charged the client for it). True would mean "answered here"."""
-        if metrics is None:
+        """A hit is still an operation served: count it and log it as one (the gate,
+        outside the cache, has charged the client for it). True would mean "answered
+        here"."""
+        if metrics is not None:
+            for source_id, status in answer.statuses:
+                metrics.source_result(source_id, status)
+        if answer.operation is None:
             return False
-        if answer.operation is not None:
-            name, op_type, outcome = answer.operation
+        name, op_type, outcome = answer.operation
+        if metrics is not None:
             metrics.operation(name, op_type, outcome, 0.0)
-        for source_id, status in answer.statuses:
-            metrics.source_result(source_id, status)
+        if operations.logging_on(settings.operation_log):
+            identity = scope.get(CLIENT)
+            arrived = scope.get(ARRIVED_AT)
+            operations.log_operation(
+                request_id=scope.get(REQUEST_ID),
+                client=identity.id if identity is not None else None,
+                name=name,
+                op_type=op_type,
+                outcome=outcome,
+                duration_ms=round((clock.monotonic() - arrived) * 1000, 2) if arrived is not None else 0.0,
+                sources=dict(answer.statuses),
+                errors=None,
+                cache_hit=True,
+            )
         return False
 
     response_cache = ResponseCache(
@@ -194,7 +212,7 @@ def create_app(
                             CoalesceIdentical(graphql_app, clock=clock, max_body_bytes=settings.edge.max_request_bytes),
                             response_cache,
                             max_body_bytes=settings.edge.max_request_bytes,
-                            on_hit=on_cache_hit if metrics is not None else None,
+                            on_hit=on_cache_hit if metrics is not None or settings.operation_log else None,
                         ),
                         max_tokens=MAX_TOKENS,
                         metrics=metrics,

@@ -3,9 +3,8 @@
 
 The standard library's records (uvicorn, asyncpg, our own ``logging`` loggers) go
 through the same formatter, so every line has the same shape. Records are handed to
-a queue and formatted and written by a thread (the standard library's
-``QueueHandler``/``QueueListener``): a request's log line costs the event loop an
-enqueue, not a JSON encoding and a blocking write to stderr.
+a thread that formats and writes them (:class:`_BatchWriter`): a request's log line
+costs the event loop a list append, not a JSON encoding and a blocking write to stderr.
 
 Logging is configured once per process (``gateway serve`` calls it in every worker);
 it is the one piece of process-wide state, as the standard library's logging is.
@@ -15,9 +14,10 @@ from __future__ import annotations
 
 import atexit
 import logging
-import logging.handlers
-import queue
 import sys
+import threading
+from collections import deque
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -26,27 +26,93 @@ import structlog
 #: Loggers that come with their own handlers; theirs are replaced by ours. (Not
 #: uvicorn.access: uvicorn itself decides whether access lines are written at all.)
 THIRD_PARTY = ("uvicorn", "uvicorn.error", "asyncpg")
+#: Records waiting for the writer; beyond, new ones are dropped (never a wait).
 QUEUE_SIZE = 10_000
+#: The writer wakes this often and writes everything that arrived since (seconds).
+WRITE_INTERVAL_S = 0.05
 
-_listener: logging.handlers.QueueListener | None = None
+_listener: _BatchWriter | None = None
 
 
-class _Enqueue(logging.handlers.QueueHandler):
-    """Hands the record over as it is: the formatter (in the listener's thread) needs
-    structlog's event dict, which the default ``prepare`` would turn into a string."""
+class _BatchWriter(logging.Handler):
+    """The root logger's one handler: ``emit`` appends the record, as it is, to a list;
+    a thread wakes every :data:`WRITE_INTERVAL_S`, formats what accumulated and writes
+    it in one call.
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        return record
+    Not the standard library's QueueHandler/QueueListener, which this replaces: its
+    listener is woken for every record, and on a busy 2-core machine that wake-up (the
+    thread scheduled, the GIL handed over and back) cost the event loop ~100 us per
+    request with one operation line each, 14% of a warm request (bench_ops_warm). Here
+    a record costs one deque append (atomic, no lock, no wake-up), and the thread's
+    wake-ups do not follow the traffic. Records keep their structlog event dict (no
+    ``prepare``), which the formatter needs. Once stopped (at exit), records are
+    written at once, by whoever logs them."""
 
-    def enqueue(self, record: logging.LogRecord) -> None:
+    def __init__(self, out: logging.Handler) -> None:
+        super().__init__()
+        self.out = out
+        self.dropped = 0
+        self._pending: deque[logging.LogRecord] = deque()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gateway-log-writer", daemon=True)
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # No handler lock, no filters (none are set): one append, atomic under the GIL.
+        if self._stop.is_set():
+            self.out.handle(record)
+        elif len(self._pending) >= QUEUE_SIZE:
+            self.dropped += 1
+        else:
+            self._pending.append(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() is overridden
+        self.handle(record)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Write what is pending and stop the thread."""
+        self._stop.set()
+        self._thread.join()
+        self._write()
+
+    def _run(self) -> None:
+        while not self._stop.wait(WRITE_INTERVAL_S):
+            self._write()
+
+    def _write(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        lines = []
+        record = None
+        while pending:
+            record = pending.popleft()
+            try:
+                lines.append(self.out.format(record) + "\n")
+            except Exception:  # noqa: BLE001 - one bad record must not cost the others
+                self.out.handleError(record)
         try:
-            self.queue.put_nowait(record)
-        except queue.Full:  # never block the event loop for a log line
-            pass
+            stream = self.out.stream  # type: ignore[attr-defined]
+            stream.write("".join(lines))
+            stream.flush()
+        except Exception:  # noqa: BLE001 - e.g. stderr closed: as the standard library's handlers do
+            self.out.handleError(record)  # type: ignore[arg-type]
 
 
 def _drop_color_message(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
     event.pop("color_message", None)  # uvicorn's ANSI-coloured copy of the message
+    return event
+
+
+def _stamp_from_record(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """The standard library record's own time (as structlog's TimeStamper writes it),
+    not the writer's: records are formatted in batches, up to WRITE_INTERVAL_S later."""
+    record = event.get("_record")
+    if record is not None:
+        event["timestamp"] = datetime.fromtimestamp(record.created, timezone.utc).isoformat().replace("+00:00", "Z")
     return event
 
 
@@ -69,18 +135,21 @@ def configure(log_format: str, level: str = "INFO", *, stream: Any = None) -> No
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     json = use_json(log_format, stream)
     renderer: Any = structlog.processors.JSONRenderer(serializer=_dumps) if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[
+            *shared,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),  # in the caller's thread, when logged
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _drop_color_message],
+        foreign_pre_chain=[*shared, _stamp_from_record, structlog.stdlib.ExtraAdder(), _drop_color_message],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info if json else structlog.processors.StackInfoRenderer(),
@@ -90,14 +159,18 @@ def configure(log_format: str, level: str = "INFO", *, stream: Any = None) -> No
     out = logging.StreamHandler(stream)
     out.setFormatter(formatter)
     if _listener is None:
-        atexit.register(_stop)
+        atexit.register(shutdown)
     else:
         _listener.stop()
-    records: queue.Queue[logging.LogRecord] = queue.Queue(QUEUE_SIZE)
-    _listener = logging.handlers.QueueListener(records, out, respect_handler_level=False)
+    _listener = _BatchWriter(out)
     _listener.start()
+    # Records skip what no line shows (the logging HOWTO's "Optimization"): thread and
+    # process names, looked up for every record otherwise.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
-    root.handlers = [_Enqueue(records)]
+    root.handlers = [_listener]
     root.setLevel(level.upper())
     for name in THIRD_PARTY:
         logger = logging.getLogger(name)
@@ -106,7 +179,8 @@ def configure(log_format: str, level: str = "INFO", *, stream: Any = None) -> No
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs initdb's whole output at INFO
 
 
-def _stop() -> None:
+def shutdown() -> None:
+    """Write what is queued and stop the writing thread (registered to run at exit)."""
     global _listener
     if _listener is not None:
         _listener.stop()  # flushes what is queued

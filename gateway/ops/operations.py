@@ -1,12 +1,14 @@
 """A schema extension with one job: observe each GraphQL operation once it is done.
 It times it, counts it by name, type and outcome (``ok``; ``partial``: data with
 errors; ``error``: no data), and logs one line with the request id, the operation,
-its duration and each source's status."""
+its duration and each source's status (:func:`log_operation`, which the app also
+calls for the answers the response cache repeats: every operation served, one line)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from opentelemetry.trace import Span, Status, StatusCode
 from strawberry.extensions import SchemaExtension
@@ -15,6 +17,42 @@ from strawberry.extensions import SchemaExtension
 # app) an INFO line costs one level check; configured (gateway/ops/logging.py) its
 # ``extra`` fields become the JSON line's keys.
 log = logging.getLogger("gateway.request")
+
+
+def log_operation(
+    *,
+    request_id: str | None,
+    client: str | None,
+    name: str | None,
+    op_type: str,
+    outcome: str,
+    duration_ms: float,
+    sources: Mapping[str, str],
+    errors: list[Any] | None,
+    cache_hit: bool,
+) -> None:
+    """The one ``graphql.operation`` line (callers check :func:`logging_on` first).
+
+    Made with ``makeRecord`` and ``handle`` rather than ``log.info``: the same record,
+    minus the walk up the stack for the caller's file and line, which the line never
+    shows (a third of this call's cost on the warm path)."""
+    extra = {
+        "request_id": request_id,
+        "client": client,
+        "operation_name": name,
+        "operation_type": op_type,
+        "outcome": outcome,
+        "duration_ms": duration_ms,
+        "sources": sources,
+        "errors": errors,
+        "cache_hit": cache_hit,
+    }
+    log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "graphql.operation", (), None, extra=extra))
+
+
+def logging_on(enabled: bool) -> bool:
+    """Whether an operation line would be written (GATEWAY_OPERATION_LOG, then the level)."""
+    return enabled and log.isEnabledFor(logging.INFO)
 
 
 class OperationObserver(SchemaExtension):
@@ -28,7 +66,7 @@ class OperationObserver(SchemaExtension):
             yield
             return
         metrics = services.metrics
-        logging_on = services.settings.operation_log and log.isEnabledFor(logging.INFO)
+        log_it = logging_on(services.settings.operation_log)
         clock = services.clock
         started = clock.monotonic()
         tracer = services.tracer
@@ -50,21 +88,17 @@ class OperationObserver(SchemaExtension):
         name = self.execution_context.operation_name
         if metrics is not None:
             metrics.operation(name, op_type, outcome, seconds)
-        if logging_on:
-            log.info(
-                "graphql.operation",
-                extra={
-                    "request_id": ctx.request_id,
-                    "client": ctx.client_id,
-                    "operation_name": name,
-                    "operation_type": op_type,
-                    "outcome": outcome,
-                    "duration_ms": round(seconds * 1000, 2),
-                    "sources": {o.source.id: o.status.value for o in ctx.outcomes},
-                    "errors": [(e.extensions or {}).get("code") for e in result.errors]
-                    if result and result.errors
-                    else None,
-                },
+        if log_it:
+            log_operation(
+                request_id=ctx.request_id,
+                client=ctx.client_id,
+                name=name,
+                op_type=op_type,
+                outcome=outcome,
+                duration_ms=round(seconds * 1000, 2),
+                sources={o.source.id: o.status.value for o in ctx.outcomes},
+                errors=[(e.extensions or {}).get("code") for e in result.errors] if result and result.errors else None,
+                cache_hit=False,
             )
 
     def _operation_type(self) -> str:
