@@ -3,8 +3,11 @@
 
 The standard library's records (uvicorn, asyncpg, our own ``logging`` loggers) go
 through the same formatter, so every line has the same shape. Records are handed to
-a thread that formats and writes them (:class:`_BatchWriter`): a request's log line
-costs the event loop a list append, not a JSON encoding and a blocking write to stderr.
+a thread that formats and writes them (:class:`_BatchWriter`): a log line costs the
+event loop a deque append, not a blocking write to stderr. The line logged for every
+request (``graphql.operation``) takes structlog's own fast path instead of a standard
+library record (:func:`structured`): rendered by structlog's processors where it is
+logged, then handed to the same thread as a finished line.
 
 Logging is configured once per process (``gateway serve`` calls it in every worker);
 it is the one piece of process-wide state, as the standard library's logging is.
@@ -52,11 +55,11 @@ class _BatchWriter(logging.Handler):
         super().__init__()
         self.out = out
         self.dropped = 0
-        self._pending: deque[logging.LogRecord] = deque()
+        self._pending: deque[logging.LogRecord | str] = deque()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gateway-log-writer", daemon=True)
 
-    def handle(self, record: logging.LogRecord) -> bool:
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
         # No handler lock, no filters (none are set): one append, atomic under the GIL.
         if self._stop.is_set():
             self.out.handle(record)
@@ -65,6 +68,15 @@ class _BatchWriter(logging.Handler):
         else:
             self._pending.append(record)
         return True
+
+    def push(self, line: str) -> None:
+        """A line rendered already (structlog's loggers, :class:`_Lines`)."""
+        if self._stop.is_set():
+            self.out.stream.write(line + "\n")  # type: ignore[attr-defined]
+        elif len(self._pending) >= QUEUE_SIZE:
+            self.dropped += 1
+        else:
+            self._pending.append(line)  # type: ignore[arg-type]
 
     def emit(self, record: logging.LogRecord) -> None:  # pragma: no cover - handle() is overridden
         self.handle(record)
@@ -90,6 +102,9 @@ class _BatchWriter(logging.Handler):
         record = None
         while pending:
             record = pending.popleft()
+            if isinstance(record, str):
+                lines.append(record + "\n")
+                continue
             try:
                 lines.append(self.out.format(record) + "\n")
             except Exception:  # noqa: BLE001 - one bad record must not cost the others
@@ -105,6 +120,37 @@ class _BatchWriter(logging.Handler):
 def _drop_color_message(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
     event.pop("color_message", None)  # uvicorn's ANSI-coloured copy of the message
     return event
+
+
+class _Lines:
+    """The logger behind structlog's loggers (its ``logger_factory``): each line,
+    rendered by structlog's processors in the caller's thread, goes to the writer as it
+    is: no standard-library record is made, and the thread has nothing left to format."""
+
+    def __init__(self, name: str, writer: _BatchWriter) -> None:
+        self.name = name  # for structlog.stdlib.add_logger_name
+        self._writer = writer
+
+    def msg(self, message: str) -> None:
+        self._writer.push(message)
+
+    debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+_structured: dict[str, Any] = {}
+
+
+def structured(name: str) -> Any | None:
+    """A structlog logger named ``name`` writing through this process's writer thread,
+    or None when :func:`configure` has not run here (a test, an embedding app): then
+    log through the standard library, as an unconfigured structlog would print to
+    stdout. Its level is the root logger's, as :func:`configure` set it."""
+    if _listener is None:
+        return None
+    found = _structured.get(name)
+    if found is None:
+        found = _structured[name] = structlog.get_logger(name)
+    return found
 
 
 def _stamp_from_record(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -130,24 +176,11 @@ def configure(log_format: str, level: str = "INFO", *, stream: Any = None) -> No
     lines go to ``stream`` (default: stderr)."""
     stream = sys.stderr if stream is None else stream
     global _listener
-    shared: list[Any] = [
-        _drop_color_message,
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-    ]
+    # (No contextvars merging: nothing binds any, and in the writer's thread it would
+    # see that thread's context, not the request's.)
+    shared: list[Any] = [_drop_color_message, structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name]
     json = use_json(log_format, stream)
     renderer: Any = structlog.processors.JSONRenderer(serializer=_dumps) if json else structlog.dev.ConsoleRenderer()
-    structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),  # in the caller's thread, when logged
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, _stamp_from_record, structlog.stdlib.ExtraAdder(), _drop_color_message],
         processors=[
@@ -164,6 +197,19 @@ def configure(log_format: str, level: str = "INFO", *, stream: Any = None) -> No
         _listener.stop()
     _listener = _BatchWriter(out)
     _listener.start()
+    writer = _listener
+    _structured.clear()
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),  # in the caller's thread, when logged
+            structlog.processors.format_exc_info if json else structlog.processors.StackInfoRenderer(),
+            renderer,
+        ],
+        logger_factory=lambda name="gateway", *args: _Lines(name, writer),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        cache_logger_on_first_use=True,
+    )
     # Records skip what no line shows (the logging HOWTO's "Optimization"): thread and
     # process names, looked up for every record otherwise.
     logging.logThreads = False
@@ -185,3 +231,4 @@ def shutdown() -> None:
     if _listener is not None:
         _listener.stop()  # flushes what is queued
         _listener = None
+        _structured.clear()

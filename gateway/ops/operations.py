@@ -13,6 +13,8 @@ from typing import Any
 from opentelemetry.trace import Span, Status, StatusCode
 from strawberry.extensions import SchemaExtension
 
+from gateway.ops import logging as gateway_logging
+
 # The standard library's logger, not structlog's: unconfigured (a test, an embedding
 # app) an INFO line costs one level check; configured (gateway/ops/logging.py) its
 # ``extra`` fields become the JSON line's keys.
@@ -33,9 +35,10 @@ def log_operation(
 ) -> None:
     """The one ``graphql.operation`` line (callers check :func:`logging_on` first).
 
-    Made with ``makeRecord`` and ``handle`` rather than ``log.info``: the same record,
-    minus the walk up the stack for the caller's file and line, which the line never
-    shows (a third of this call's cost on the warm path)."""
+    Logging configured (gateway/ops/logging.py): structlog's fast path, no standard
+    library record (a third of what the line cost a warm request). Otherwise a record
+    made with ``makeRecord`` and ``handle`` rather than ``log.info``: the same record,
+    minus the walk up the stack for the caller's file and line, which it never shows."""
     extra = {
         "request_id": request_id,
         "client": client,
@@ -47,6 +50,10 @@ def log_operation(
         "errors": errors,
         "cache_hit": cache_hit,
     }
+    fast = gateway_logging.structured(log.name)
+    if fast is not None:
+        fast.info("graphql.operation", **extra)
+        return
     log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "graphql.operation", (), None, extra=extra))
 
 
