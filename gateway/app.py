@@ -108,13 +108,10 @@ def create_app(
         outside the cache, has charged the client for it). True would mean "answered
         here"."""
         if metrics is not None:
-            for source_id, status in answer.statuses:
-                metrics.source_result(source_id, status)
+            metrics.answer_repeated(answer.operation, answer.statuses)
         if answer.operation is None:
             return False
         name, op_type, outcome = answer.operation
-        if metrics is not None:
-            metrics.operation(name, op_type, outcome, 0.0)
         if operations.logging_on(settings.operation_log):
             identity = scope.get(CLIENT)
             arrived = scope.get(ARRIVED_AT)

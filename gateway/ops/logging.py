@@ -149,7 +149,8 @@ def structured(name: str) -> Any | None:
         return None
     found = _structured.get(name)
     if found is None:
-        found = _structured[name] = structlog.get_logger(name)
+        # bind(): the logger itself, not a lazy proxy looking it up on every call
+        found = _structured[name] = structlog.get_logger(name).bind()
     return found
 
 
@@ -201,7 +202,7 @@ def configure(log_format: str, level: str = "INFO", *, stream: Any = None) -> No
     _structured.clear()
     structlog.configure(
         processors=[
-            *shared,
+            *shared[1:],  # (color_message comes from uvicorn's records only)
             structlog.processors.TimeStamper(fmt="iso", utc=True),  # in the caller's thread, when logged
             structlog.processors.format_exc_info if json else structlog.processors.StackInfoRenderer(),
             renderer,

@@ -41,6 +41,10 @@ POOL_SAMPLE_INTERVAL_S = 5.0
 ROUTES = ("/", "/livez", "/readyz", "/metrics", "/graphql", "/status")
 STATIC_PREFIX = "/graphiql/static"
 
+#: Kinds of answer (operation, source statuses) whose label children a response-cache
+#: hit keeps at hand; beyond, hits look them up each time.
+MAX_HIT_KINDS = 1024
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -92,6 +96,7 @@ class Metrics:
         # Label children by their values: prometheus-client's labels() validates and
         # locks on every call, a cost the warm path pays per request and per source.
         self._children: dict[tuple[object, ...], Any] = {}
+        self._hit_children: dict[tuple[object, ...], list[Any]] = {}
 
     def child(self, metric: Any, *values: str) -> Any:
         key = (id(metric), *values)
@@ -105,15 +110,37 @@ class Metrics:
 
     # -- recording ------------------------------------------------------------------
     def operation(self, name: str | None, operation_type: str, outcome: str, seconds: float) -> None:
-        if not name:
-            name = "anonymous"
-        elif name not in self._operation_names:
-            if len(self._operation_names) >= MAX_OPERATION_NAMES:
-                name = "other"
-            else:
-                self._operation_names.add(name)
-        self.child(self.graphql_operations, name, operation_type, outcome).inc()
+        self.child(self.graphql_operations, self._name_label(name), operation_type, outcome).inc()
         self.graphql_duration.observe(seconds)
+
+    def answer_repeated(
+        self, operation: tuple[str | None, str, str] | None, statuses: tuple[tuple[str, str], ...]
+    ) -> None:
+        """A response-cache hit: the operation and source results of the answer it
+        repeats, counted again. The label children are looked up once per kind of
+        answer, not on every hit (the warm path's most frequent metrics call)."""
+        key = (operation, statuses)
+        children = self._hit_children.get(key)
+        if children is None:
+            children = [self.child(self.source_results, source_id, status) for source_id, status in statuses]
+            if operation is not None:
+                name, op_type, outcome = operation
+                children.append(self.child(self.graphql_operations, self._name_label(name), op_type, outcome))
+            if len(self._hit_children) < MAX_HIT_KINDS:
+                self._hit_children[key] = children
+        for child in children:
+            child.inc()
+        if operation is not None:
+            self.graphql_duration.observe(0.0)
+
+    def _name_label(self, name: str | None) -> str:
+        if not name:
+            return "anonymous"
+        if name not in self._operation_names:
+            if len(self._operation_names) >= MAX_OPERATION_NAMES:
+                return "other"
+            self._operation_names.add(name)
+        return name
 
     def upstream(self, source_id: str, outcome: str, seconds: float) -> None:
         self.child(self.upstream_requests, source_id, outcome).inc()

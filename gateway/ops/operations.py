@@ -39,6 +39,21 @@ def log_operation(
     library record (a third of what the line cost a warm request). Otherwise a record
     made with ``makeRecord`` and ``handle`` rather than ``log.info``: the same record,
     minus the walk up the stack for the caller's file and line, which it never shows."""
+    fast = gateway_logging.structured(log.name)
+    if fast is not None:
+        fast.info(
+            "graphql.operation",
+            request_id=request_id,
+            client=client,
+            operation_name=name,
+            operation_type=op_type,
+            outcome=outcome,
+            duration_ms=duration_ms,
+            sources=sources,
+            errors=errors,
+            cache_hit=cache_hit,
+        )
+        return
     extra = {
         "request_id": request_id,
         "client": client,
@@ -50,10 +65,6 @@ def log_operation(
         "errors": errors,
         "cache_hit": cache_hit,
     }
-    fast = gateway_logging.structured(log.name)
-    if fast is not None:
-        fast.info("graphql.operation", **extra)
-        return
     log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "graphql.operation", (), None, extra=extra))
 
 
