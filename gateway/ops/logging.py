@@ -38,9 +38,9 @@ _listener: _BatchWriter | None = None
 
 
 class _BatchWriter(logging.Handler):
-    """The root logger's one handler: ``emit`` appends the record, as it is, to a list;
-    a thread wakes every :data:`WRITE_INTERVAL_S`, formats what accumulated and writes
-    it in one call.
+    """The root logger's one handler: ``handle`` appends the record, as it is, to a
+    deque (``push`` a line structlog rendered already); a thread wakes every
+    :data:`WRITE_INTERVAL_S`, formats what accumulated and writes it in one call.
 
     Not the standard library's QueueHandler/QueueListener, which this replaces: its
     listener is woken for every record, and on a busy 2-core machine that wake-up (the
@@ -114,7 +114,7 @@ class _BatchWriter(logging.Handler):
             stream.write("".join(lines))
             stream.flush()
         except Exception:  # noqa: BLE001 - e.g. stderr closed: as the standard library's handlers do
-            self.out.handleError(record)  # type: ignore[arg-type]
+            self.out.handleError(record if isinstance(record, logging.LogRecord) else logging.makeLogRecord({"msg": record}))
 
 
 def _drop_color_message(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:

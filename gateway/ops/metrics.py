@@ -41,10 +41,6 @@ POOL_SAMPLE_INTERVAL_S = 5.0
 ROUTES = ("/", "/livez", "/readyz", "/metrics", "/graphql", "/status")
 STATIC_PREFIX = "/graphiql/static"
 
-#: Kinds of answer (operation, source statuses) whose label children a response-cache
-#: hit keeps at hand; beyond, hits look them up each time.
-MAX_HIT_KINDS = 1024
-
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -96,7 +92,11 @@ class Metrics:
         # Label children by their values: prometheus-client's labels() validates and
         # locks on every call, a cost the warm path pays per request and per source.
         self._children: dict[tuple[object, ...], Any] = {}
-        self._hit_children: dict[tuple[object, ...], list[Any]] = {}
+        # Counts from answers served out of the response cache, added to their counters
+        # by flush(): a hit then costs dict additions, not a locked inc() per label set
+        # (prometheus-client has no batching of its own). Flushed by the sampler every
+        # LOOP_LAG_INTERVAL_S, before this process renders a scrape, and at exit.
+        self._deferred: dict[Any, int] = {}
 
     def child(self, metric: Any, *values: str) -> Any:
         key = (id(metric), *values)
@@ -110,30 +110,10 @@ class Metrics:
 
     # -- recording ------------------------------------------------------------------
     def operation(self, name: str | None, operation_type: str, outcome: str, seconds: float) -> None:
-        self.child(self.graphql_operations, self._name_label(name), operation_type, outcome).inc()
+        self.child(self.graphql_operations, self._operation_label(name), operation_type, outcome).inc()
         self.graphql_duration.observe(seconds)
 
-    def answer_repeated(
-        self, operation: tuple[str | None, str, str] | None, statuses: tuple[tuple[str, str], ...]
-    ) -> None:
-        """A response-cache hit: the operation and source results of the answer it
-        repeats, counted again. The label children are looked up once per kind of
-        answer, not on every hit (the warm path's most frequent metrics call)."""
-        key = (operation, statuses)
-        children = self._hit_children.get(key)
-        if children is None:
-            children = [self.child(self.source_results, source_id, status) for source_id, status in statuses]
-            if operation is not None:
-                name, op_type, outcome = operation
-                children.append(self.child(self.graphql_operations, self._name_label(name), op_type, outcome))
-            if len(self._hit_children) < MAX_HIT_KINDS:
-                self._hit_children[key] = children
-        for child in children:
-            child.inc()
-        if operation is not None:
-            self.graphql_duration.observe(0.0)
-
-    def _name_label(self, name: str | None) -> str:
+    def _operation_label(self, name: str | None) -> str:
         if not name:
             return "anonymous"
         if name not in self._operation_names:
@@ -141,6 +121,31 @@ class Metrics:
                 return "other"
             self._operation_names.add(name)
         return name
+
+    def replay(self, operation: tuple[str | None, str, str] | None,
+               statuses: tuple[tuple[str, str], ...]) -> list[tuple[Any, int]]:
+        """The counters one answer moves, with how much, for answering it again from a
+        cache: resolved once per cached answer, not per hit. (A hit runs nothing: it is
+        not in the duration histogram.)"""
+        counts: dict[Any, int] = {}
+        if operation is not None:
+            name, op_type, outcome = operation
+            child = self.child(self.graphql_operations, self._operation_label(name), op_type, outcome)
+            counts[child] = 1
+        for source_id, status in statuses:
+            child = self.child(self.source_results, source_id, status)
+            counts[child] = counts.get(child, 0) + 1
+        return list(counts.items())
+
+    def count_deferred(self, counters: list[tuple[Any, int]]) -> None:
+        deferred = self._deferred
+        for counter, n in counters:
+            deferred[counter] = deferred.get(counter, 0) + n
+
+    def flush(self) -> None:
+        deferred, self._deferred = self._deferred, {}
+        for counter, n in deferred.items():
+            counter.inc(n)
 
     def upstream(self, source_id: str, outcome: str, seconds: float) -> None:
         self.child(self.upstream_requests, source_id, outcome).inc()
@@ -152,6 +157,7 @@ class Metrics:
 
     # -- exposition -------------------------------------------------------------------
     def render(self) -> bytes:
+        self.flush()
         if self.multiprocess:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
@@ -165,6 +171,7 @@ class Metrics:
 
     def process_exited(self) -> None:
         """This worker's live gauges leave the sums (multiprocess mode)."""
+        self.flush()
         if self.multiprocess:
             multiprocess.mark_process_dead(os.getpid())
 
@@ -211,6 +218,7 @@ async def sample_forever(metrics: Metrics, clock: Clock, pool_sizes: Callable[[]
             metrics.db_pool_connections.labels("idle").set(idle)
             metrics.db_pool_connections.labels("busy").set(size - idle)
             next_pool = clock.monotonic() + POOL_SAMPLE_INTERVAL_S
+        metrics.flush()
         before = clock.monotonic()
         await asyncio.sleep(LOOP_LAG_INTERVAL_S)
         metrics.event_loop_lag.set(max(0.0, clock.monotonic() - before - LOOP_LAG_INTERVAL_S))
