@@ -15,9 +15,9 @@ from strawberry.extensions import SchemaExtension
 
 from gateway.ops import logging as gateway_logging
 
-# The standard library's logger, not structlog's: unconfigured (a test, an embedding
-# app) an INFO line costs one level check; configured (gateway/ops/logging.py) its
-# ``extra`` fields become the JSON line's keys.
+# The level check, and the line's path when logging is not configured (a test, an
+# embedding app): the standard library's logger, where an unconfigured structlog would
+# print to stdout. Configured (gateway/ops/logging.py), the line takes structlog's.
 log = logging.getLogger("gateway.request")
 
 
