@@ -26,10 +26,12 @@ from gateway.edge import edge_middleware
 from gateway.edge.gate import GraphQLGate
 from gateway.edge.graphql_view import EdgeViewMixin
 from gateway.edge.identity import CLIENT
-from gateway.edge.request_id import REQUEST_ID
+from gateway.edge.request_id import ARRIVED_AT, REQUEST_ID
 from gateway.edge.runtime import EdgeRuntime
 from gateway.errors import GatewayError
 from gateway.graphiql import graphiql_html, graphiql_routes
+from gateway.ops import operations
+from gateway.ops import status as status_page
 from gateway.ops.metrics import HTTPMetrics, Metrics
 from gateway.ops.readiness import Drain, Readiness
 from gateway.ops.tracing import provider_from_env, tracer_of
@@ -98,16 +100,34 @@ def create_app(
     provider = tracer_provider if tracer_provider is not None else provider_from_env()
     tracer = tracer_of(provider)
 
-    metrics = Metrics()
+    metrics = Metrics() if settings.metrics else None
     persisted = PersistedDocuments(max_documents=settings.persisted_max)
 
     async def on_cache_hit(scope: Scope, answer: Answer, send: Send) -> bool:
-        """A hit is still an operation served: count it as one (the gate, outside the
-        cache, has charged the client for it). True would mean "answered here"."""
-        counters = answer.memo
-        if counters is None:
-            counters = answer.memo = metrics.replay(answer.operation, answer.statuses)
-        metrics.count_deferred(counters)
+        """A hit is still an operation served: count it and log it as one (the gate,
+        outside the cache, has charged the client for it). True would mean "answered
+        here"."""
+        if metrics is not None:
+            counters = answer.memo
+            if counters is None:
+                counters = answer.memo = metrics.replay(answer.operation, answer.statuses)
+            metrics.count_deferred(counters)
+        if answer.operation is None or not operations.logging_on(settings.operation_log):
+            return False
+        name, op_type, outcome = answer.operation
+        identity = scope.get(CLIENT)
+        arrived = scope.get(ARRIVED_AT)
+        operations.log_operation(
+            request_id=scope.get(REQUEST_ID),
+            client=identity.id if identity is not None else None,
+            name=name,
+            op_type=op_type,
+            outcome=outcome,
+            duration_ms=round((clock.monotonic() - arrived) * 1000, 2) if arrived is not None else 0.0,
+            sources=dict(answer.statuses),
+            errors=None,
+            cache_hit=True,
+        )
         return False
 
     response_cache = ResponseCache(
@@ -149,18 +169,25 @@ def create_app(
             drain.uninstall()
             await edge.aclose()
             await services.aclose()
-            metrics.process_exited()
+            if metrics is not None:
+                metrics.process_exited()
             if own_provider and provider is not None:
                 provider.shutdown()  # flushes the spans still queued
 
-    schema = build_schema(introspection=settings.edge.introspection_on, suggestions=settings.edge.suggestions_on)
+    schema = build_schema(
+        introspection=settings.edge.introspection_on,
+        suggestions=settings.edge.suggestions_on,
+        # Nothing to observe an operation for: leave the observer out of every request.
+        observe=metrics is not None or settings.operation_log or provider is not None,
+    )
     graphql_app = GatewayGraphQL(schema, graphql_ide="graphiql" if settings.edge.graphiql_on else None)
 
     max_body = settings.edge.max_request_bytes
     gate = GraphQLGate(
         ResponseCacheMiddleware(
             CoalesceIdentical(graphql_app, clock=clock, max_body_bytes=max_body),
-            response_cache, max_body_bytes=max_body, on_hit=on_cache_hit,
+            response_cache, max_body_bytes=max_body,
+            on_hit=on_cache_hit if metrics is not None or settings.operation_log else None,
         ),
         max_tokens=MAX_TOKENS, clock=clock, metrics=metrics,
     )
@@ -168,7 +195,7 @@ def create_app(
     async def serve_hit(scope: Scope, answer: Answer, send: Send) -> bool:
         if not await gate.serve_hit(scope, answer, send):
             return False
-        await on_cache_hit(scope, answer, send)  # metrics
+        await on_cache_hit(scope, answer, send)  # metrics and the log line
         return True
 
     graphql_endpoint = ResponseCacheFront(
@@ -199,11 +226,16 @@ def create_app(
             Route("/", root),
             Route("/livez", livez),
             Route("/readyz", readyz),
-            Route("/metrics", metrics.endpoint),
+            *([Route("/metrics", metrics.endpoint)] if metrics is not None else []),
+            # Off: no route at all, so /status is a 404 like any unknown path.
+            *([Route(status_page.PATH, status_page.endpoint)] if settings.edge.status_page_on else []),
             *graphiql_routes(),
         ],
         # Outermost first: every answer is counted, the edge's refusals too.
-        middleware=[Middleware(HTTPMetrics, metrics=metrics), *edge_middleware(settings, clock=clock)],
+        middleware=[
+            *([Middleware(HTTPMetrics, metrics=metrics)] if metrics is not None else []),
+            *edge_middleware(settings, clock=clock),
+        ],
         lifespan=lifespan,
     )
 
