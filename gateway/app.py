@@ -27,17 +27,20 @@ from gateway.edge import edge_middleware
 from gateway.edge.gate import GraphQLGate
 from gateway.edge.graphql_view import EdgeViewMixin
 from gateway.edge.identity import CLIENT
+from gateway.edge.request_id import ARRIVED_AT, REQUEST_ID
 from gateway.edge.runtime import EdgeRuntime
 from gateway.edge.streams import CURSOR_EXTENSION, STREAM, sse_transport, websocket_charge
 from gateway.edge.websocket import transport_ws_handler
 from gateway.errors import GatewayError
 from gateway.graphiql import graphiql_html, graphiql_routes
+from gateway.ops import operations
+from gateway.ops import status as status_page
 from gateway.ops.metrics import HTTPMetrics, Metrics
 from gateway.ops.readiness import Drain, Readiness
 from gateway.ops.tracing import provider_from_env, tracer_of
 from gateway.persisted import PersistedDocuments, PersistedDocumentsMiddleware
 from gateway.resilience.clock import Clock, SystemClock
-from gateway.respcache import READS_KEY, Answer, ResponseCache, ResponseCacheMiddleware
+from gateway.respcache import READS_KEY, Answer, ResponseCache, ResponseCacheFront, ResponseCacheMiddleware
 from gateway.schema import MAX_TOKENS, build_schema
 from gateway.schema.errors import classify
 from gateway.services import Services
@@ -57,7 +60,7 @@ class GatewayGraphQL(EdgeViewMixin, GraphQL[GatewayContext, None]):
         services: Services = request.state.services
         ctx = build_context(
             services,
-            request_id=request.headers.get("x-request-id"),
+            request_id=request.scope.get(REQUEST_ID),
             arrived=request.scope.get(ARRIVED_KEY),
             reads=request.scope.get(READS_KEY),
         )
@@ -88,7 +91,7 @@ class GatewayGraphQL(EdgeViewMixin, GraphQL[GatewayContext, None]):
         # Errors raised before execution (e.g. syntax errors caught in the parser
         # cache) skip the schema's ErrorCodes extension; classify them here too.
         if result.errors:
-            request_id = request.headers.get("x-request-id")
+            request_id = request.scope.get(REQUEST_ID)
             result.errors = [e if (e.extensions or {}).get("code") else classify(e, request_id) for e in result.errors]
         processed = await super().process_result(request, result)
         if request.scope.get(STREAM):
@@ -115,17 +118,34 @@ def create_app(
     provider = tracer_provider if tracer_provider is not None else provider_from_env()
     tracer = tracer_of(provider)
 
-    metrics = Metrics()
+    metrics = Metrics() if settings.metrics else None
     persisted = PersistedDocuments(max_documents=settings.persisted_max)
 
     async def on_cache_hit(scope: Scope, answer: Answer, send: Send) -> bool:
-        """A hit is still an operation served: count it as one (the gate, outside the
-        cache, has charged the client for it). True would mean "answered here"."""
-        if answer.operation is not None:
-            name, op_type, outcome = answer.operation
-            metrics.operation(name, op_type, outcome, 0.0)
-        for source_id, status in answer.statuses:
-            metrics.source_result(source_id, status)
+        """A hit is still an operation served: count it and log it as one (the gate,
+        outside the cache, has charged the client for it). True would mean "answered
+        here"."""
+        if metrics is not None:
+            counters = answer.memo
+            if counters is None:
+                counters = answer.memo = metrics.replay(answer.operation, answer.statuses)
+            metrics.count_deferred(counters)
+        if answer.operation is None or not operations.logging_on(settings.operation_log):
+            return False
+        name, op_type, outcome = answer.operation
+        identity = scope.get(CLIENT)
+        arrived = scope.get(ARRIVED_AT)
+        operations.log_operation(
+            request_id=scope.get(REQUEST_ID),
+            client=identity.id if identity is not None else None,
+            name=name,
+            op_type=op_type,
+            outcome=outcome,
+            duration_ms=round((clock.monotonic() - arrived) * 1000, 2) if arrived is not None else 0.0,
+            sources=dict(answer.statuses),
+            errors=None,
+            cache_hit=True,
+        )
         return False
 
     response_cache = ResponseCache(
@@ -169,11 +189,17 @@ def create_app(
             drain.uninstall()
             await edge.aclose()
             await services.aclose()
-            metrics.process_exited()
+            if metrics is not None:
+                metrics.process_exited()
             if own_provider and provider is not None:
                 provider.shutdown()  # flushes the spans still queued
 
-    schema = build_schema(introspection=settings.edge.introspection_on, suggestions=settings.edge.suggestions_on)
+    schema = build_schema(
+        introspection=settings.edge.introspection_on,
+        suggestions=settings.edge.suggestions_on,
+        # Nothing to observe an operation for: leave the observer out of every request.
+        observe=metrics is not None or settings.operation_log or provider is not None,
+    )
     graphql_app = GatewayGraphQL(
         schema,
         graphql_ide="graphiql" if settings.edge.graphiql_on else None,
@@ -188,6 +214,27 @@ def create_app(
         persisted, persisted_only=settings.persisted_only, max_tokens=MAX_TOKENS
     )
 
+    max_body = settings.edge.max_request_bytes
+    gate = GraphQLGate(
+        ResponseCacheMiddleware(
+            CoalesceIdentical(graphql_app, clock=clock, max_body_bytes=max_body),
+            response_cache, max_body_bytes=max_body,
+            on_hit=on_cache_hit if metrics is not None or settings.operation_log else None,
+        ),
+        max_tokens=MAX_TOKENS, clock=clock, metrics=metrics,
+    )
+
+    async def serve_hit(scope: Scope, answer: Answer, send: Send) -> bool:
+        if not await gate.serve_hit(scope, answer, send):
+            return False
+        await on_cache_hit(scope, answer, send)  # metrics and the log line
+        return True
+
+    graphql_endpoint = ResponseCacheFront(
+        PersistedDocumentsMiddleware(gate, persisted, persisted_only=settings.persisted_only),
+        response_cache, max_body_bytes=max_body, serve_hit=serve_hit,
+    )
+
     async def root(request: Request) -> Response:
         return RedirectResponse("/graphql")
 
@@ -199,39 +246,32 @@ def create_app(
 
     return Starlette(
         routes=[
+            # /graphql first: the router tries routes in order, and nearly every
+            # request is for it. Its layers: the response cache's front (a hit is
+            # charged and answered there, by the gate's serve_hit), persisted
+            # documents (the gate estimates the document's cost), the gate (GraphQL
+            # over HTTP, cost, the client's charge), the response cache's miss path
+            # (one execution per key, stored under the request as sent), coalescing
+            # of identical requests. No `methods=`: the gate answers every method
+            # itself (405 with Allow, in JSON).
+            Route("/graphql", graphql_endpoint),
             Route("/", root),
             Route("/livez", livez),
             Route("/readyz", readyz),
-            Route("/metrics", metrics.endpoint),
-            # Persisted documents first (the gate estimates the document's cost), then
-            # the gate (GraphQL over HTTP, cost, the client's charge: hits are charged
-            # too), then the response cache, then coalescing of identical requests. No
-            # `methods=`: the gate answers every method itself (405 with Allow, in JSON).
-            Route(
-                "/graphql",
-                PersistedDocumentsMiddleware(
-                    GraphQLGate(
-                        ResponseCacheMiddleware(
-                            CoalesceIdentical(graphql_app, clock=clock, max_body_bytes=settings.edge.max_request_bytes),
-                            response_cache,
-                            max_body_bytes=settings.edge.max_request_bytes,
-                            on_hit=on_cache_hit,
-                        ),
-                        max_tokens=MAX_TOKENS,
-                        metrics=metrics,
-                    ),
-                    persisted,
-                    persisted_only=settings.persisted_only,
-                ),
-            ),
             # Subscriptions over graphql-transport-ws: the HTTP-only layers above have
             # nothing to do with a WebSocket (the edge's identity and the view's Origin
             # check apply; each subscription is charged when it starts).
             WebSocketRoute("/graphql", graphql_app),
+            *([Route("/metrics", metrics.endpoint)] if metrics is not None else []),
+            # Off: no route at all, so /status is a 404 like any unknown path.
+            *([Route(status_page.PATH, status_page.endpoint)] if settings.edge.status_page_on else []),
             *graphiql_routes(),
         ],
         # Outermost first: every answer is counted, the edge's refusals too.
-        middleware=[Middleware(HTTPMetrics, metrics=metrics), *edge_middleware(settings, clock=clock)],
+        middleware=[
+            *([Middleware(HTTPMetrics, metrics=metrics)] if metrics is not None else []),
+            *edge_middleware(settings, clock=clock),
+        ],
         lifespan=lifespan,
     )
 

@@ -33,11 +33,12 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.edge.gate import RESOLVED_QUERY
 from gateway.edge.streams import replay_then
 from gateway.errors import ConfigError, DatabaseUnavailable
 from gateway.store import persisted as persisted_queries
@@ -204,10 +205,10 @@ class PersistedDocumentsMiddleware:
             await _refuse(send, refusal)
             return
         if text is not None and params.get("query") != text:
-            params["query"] = text
-            params.pop("documentId", None)
+            # The gate reads the text from here; the query string stays as sent (no
+            # re-encoding of the whole document into it, request after request).
             scope = dict(scope)
-            scope["query_string"] = urlencode(params).encode()
+            scope[RESOLVED_QUERY] = text
         await self.app(scope, receive, send)
 
     async def _post(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -50,13 +50,20 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.asgi import run_captured
-from gateway.edge.streams import STREAM
+from gateway.edge.streams import STREAM, wants_event_stream
 from gateway.outcomes import SourceOutcome, SourceStatus
 from gateway.resilience.clock import Clock
 from gateway.resilience.singleflight import SingleFlight
 from gateway.sources.base import NormalizedArticle
 
 READS_KEY = "gateway.reads"
+#: The request's cache key, set by :class:`ResponseCacheFront` for the layers inside it
+#: (which may rewrite the request, e.g. a persisted id into its text).
+CACHE_KEY = "gateway.respcache.key"
+#: Set by the edge's gate on a miss and kept with the answer, so that a hit can be
+#: charged and formatted without reading the request again.
+REQUESTED_COST = "gateway.edge.requested"
+NEGOTIATED_MEDIA = "gateway.edge.media"
 #: Longest life of an answer with a stale or failed source, or with errors.
 PARTIAL_TTL_S = 0.2
 #: max-age of an answer that read no source (only configuration: it changes on deploy).
@@ -164,6 +171,13 @@ class Answer:
     #: What a hit repeats for metrics: (operation name, type, outcome) and source statuses.
     operation: tuple[str | None, str, str] | None = None
     statuses: tuple[tuple[str, str], ...] = ()
+    #: What the edge's gate decided on the miss, for charging a hit without parsing the
+    #: request again: the cost it charged up front and the media type it negotiated.
+    requested: int | None = None
+    media: str | None = None
+    #: Whatever the hit hook derives once per answer (the metrics it moves).
+    memo: Any = None
+    ages_until: float = -math.inf  # epoch seconds: the recomputed ages hold until then
     # cache bookkeeping
     key: tuple[bytes, ...] = ()
     tags: frozenset[str] = frozenset()
@@ -173,9 +187,11 @@ class Answer:
     def current(self, now_ts: float) -> tuple[bytes, bytes]:
         """Body and ETag as of ``now_ts``: ``ageSeconds`` recomputed from when each
         source's data was fetched (as the service computes it, whole seconds)."""
-        if not self.ages or self.result is None:
+        if not self.ages or self.result is None or now_ts < self.ages_until:
             return self.body, self.etag
         ages = tuple(int(max(0.0, now_ts - fetched)) for _, fetched in self.ages)
+        # The next moment one of these whole seconds ticks over: until then, the same.
+        self.ages_until = min(fetched + age + 1 for (_, fetched), age in zip(self.ages, ages, strict=True))
         if ages != self.last_ages:
             data = self.result.get("data")
             for (path, _), age in zip(self.ages, ages, strict=True):
@@ -187,6 +203,26 @@ class Answer:
             self.etag = _etag(self.body)
             self.last_ages = ages
         return self.body, self.etag
+
+    def respond(self, scope: Scope, now_ts: float) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Status, headers and body of this answer for this request: ages as of
+        ``now_ts``; on GET, ``Cache-Control``, a strong ``ETag`` and 304 for a match."""
+        body, etag = self.current(now_ts)
+        headers = list(self.headers)
+        is_get = scope["method"] == "GET"
+        authenticated = bool(_header(scope, b"authorization") or _header(scope, b"x-api-key"))
+        cache_control = self.cache_control(now_ts) if is_get and not authenticated else _NO_STORE
+        headers.append((b"cache-control", cache_control))
+        status = self.status
+        if is_get and cache_control != _NO_STORE and self.status == 200:
+            headers.append((b"etag", etag))
+            headers.append((b"vary", b"Accept"))  # the format asked for is part of the key
+            inm = _header(scope, b"if-none-match")
+            # If-None-Match compares weakly (RFC 9110 13.1.2): a W/ prefix still matches.
+            if inm and (inm.strip() == b"*" or etag in (t.strip().removeprefix(b"W/") for t in inm.split(b","))):
+                status, body = 304, b""
+                headers = [(k, v) for k, v in headers if k.lower() != b"content-type"]
+        return status, headers, body
 
     def cache_control(self, now_ts: float) -> bytes:
         if not self.publishable:
@@ -232,17 +268,16 @@ class ResponseCache:
     def size_bytes(self) -> int:
         return self._bytes
 
-    def get(self, key: tuple[bytes, ...]) -> Answer | None:
+    def get(self, key: tuple[bytes, ...], *, count: bool = True) -> Answer | None:
         entry = self._entries.get(key)
-        if entry is None:
-            self.misses += 1
-            return None
-        if entry.expires <= self.clock.monotonic():
+        if entry is not None and entry.expires <= self.clock.monotonic():
             self._drop(key)
-            self.misses += 1
+            entry = None
+        if entry is None:
+            self.misses += count
             return None
         self._entries.move_to_end(key)
-        self.hits += 1
+        self.hits += count
         return entry
 
     def life_s(self, reads: ReadLog, status: int) -> float:
@@ -338,30 +373,21 @@ class ResponseCacheMiddleware:
         self._flights: SingleFlight[Answer] = SingleFlight()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("GET", "POST") or scope.get(STREAM):
-            await self.app(scope, receive, send)  # event streams are not answers to keep
+        if not _cacheable_request(scope):
+            await self.app(scope, receive, send)
             return
-        accept = _header(scope, b"accept")
-        if scope["method"] == "GET" and b"text/html" in accept:
-            await self.app(scope, receive, send)  # the GraphiQL page
+        read = await _read_bounded(receive, self.max_body_bytes)
+        if read is None:
+            return  # the client went away
+        body, over = read
+        if over is not None:
+            await self.app(scope, over, send)  # downstream refuses it
             return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            chunks.append(chunk)
-            size += len(chunk)
-            more = message.get("more_body", False)
-            if size > self.max_body_bytes:
-                await self.app(scope, _replay(chunks, more, receive), send)  # downstream refuses it
-                return
-        body = b"".join(chunks)
-        key = (scope["method"].encode(), scope["query_string"], body, accept, _header(scope, b"content-type"))
-        answer = self.cache.get(key) if self.cache.enabled else None
+        front_key = scope.get(CACHE_KEY)
+        # The front counted this lookup already (as a miss); here it only catches an
+        # answer a concurrent request stored meanwhile.
+        key = front_key if front_key is not None else request_key(scope, body)
+        answer = self.cache.get(key, count=front_key is None) if self.cache.enabled else None
         if answer is not None:
             if self.on_hit is not None and await self.on_hit(scope, answer, send):
                 return
@@ -402,6 +428,8 @@ class ResponseCacheMiddleware:
             cost=reads.cost,
             operation=(*reads.operation, _outcome(reads.result)) if reads.operation else None,
             statuses=tuple(reads.statuses),
+            requested=scope.get(REQUESTED_COST),
+            media=scope.get(NEGOTIATED_MEDIA),
         )
         if keep_result:
             # The recorded ages are what the service computed a moment ago; make the
@@ -411,25 +439,79 @@ class ResponseCacheMiddleware:
         return answer
 
     async def _send(self, scope: Scope, send: Send, answer: Answer) -> None:
-        now_ts = self.cache.clock.now().timestamp()
-        body, etag = answer.current(now_ts)
-        headers = list(answer.headers)
-        is_get = scope["method"] == "GET"
-        authenticated = bool(_header(scope, b"authorization") or _header(scope, b"x-api-key"))
-        cache_control = answer.cache_control(now_ts) if is_get and not authenticated else _NO_STORE
-        headers.append((b"cache-control", cache_control))
-        status = answer.status
-        if is_get and cache_control != _NO_STORE and answer.status == 200:
-            headers.append((b"etag", etag))
-            headers.append((b"vary", b"Accept"))  # the format asked for is part of the key
-            inm = _header(scope, b"if-none-match")
-            # If-None-Match compares weakly (RFC 9110 13.1.2): a W/ prefix still matches.
-            if inm and (inm.strip() == b"*" or etag in (t.strip().removeprefix(b"W/") for t in inm.split(b","))):
-                status, body = 304, b""
-                headers = [(k, v) for k, v in headers if k.lower() != b"content-type"]
+        status, headers, body = answer.respond(scope, self.cache.clock.now().timestamp())
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+class ResponseCacheFront:
+    """Outermost on ``/graphql``: a hit is answered here, before persisted documents
+    are resolved or the request is parsed, by ``serve_hit`` (the edge: it charges the
+    client's cost and formats the answer for it), which may decline (False). Misses go
+    on with :data:`CACHE_KEY` set, so the answer is stored under the request as sent."""
+
+    def __init__(self, app: ASGIApp, cache: ResponseCache, *, max_body_bytes: int, serve_hit: HitHook) -> None:
+        self.app = app
+        self.cache = cache
+        self.max_body_bytes = max_body_bytes
+        self.serve_hit = serve_hit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.cache.enabled or not _cacheable_request(scope):
+            await self.app(scope, receive, send)
+            return
+        read = await _read_bounded(receive, self.max_body_bytes)
+        if read is None:
+            return
+        body, over = read
+        if over is not None:
+            await self.app(scope, over, send)
+            return
+        key = request_key(scope, body)
+        answer = self.cache.get(key)
+        if answer is not None and await self.serve_hit(scope, answer, send):
+            return
+        scope[CACHE_KEY] = key
+        await self.app(scope, _replay([body], False, receive), send)
+
+
+def request_key(scope: Scope, body: bytes) -> tuple[bytes, ...]:
+    """Everything of the request that can change the answer (one cache per app: its
+    settings are the same for every entry)."""
+    return (scope["method"].encode(), scope["query_string"], body, _header(scope, b"accept"),
+            _header(scope, b"content-type"))
+
+
+def _cacheable_request(scope: Scope) -> bool:
+    if scope["type"] != "http" or scope.get(STREAM):
+        return False
+    if wants_event_stream(_header(scope, b"accept")):
+        return False  # an event stream is not an answer to keep (gateway/edge/streams.py)
+    method = scope["method"]
+    if method == "POST":
+        return True
+    # GET, except the GraphiQL page
+    return method == "GET" and b"text/html" not in _header(scope, b"accept")
+
+
+async def _read_bounded(receive: Receive, max_bytes: int) -> tuple[bytes, Receive | None] | None:
+    """The whole body; or, past ``max_bytes``, a receive that replays what was read
+    (the layers inside refuse it); None if the client went away."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        more = message.get("more_body", False)
+        if size > max_bytes:
+            return b"", _replay(chunks, more, receive)
+    return b"".join(chunks), None
 
 
 def _replay(chunks: list[bytes], more: bool, receive: Receive) -> Receive:

@@ -54,7 +54,7 @@ class Services:
     parser: Parser
     source_service: SourceService
     clock: Clock
-    metrics: Metrics
+    metrics: Metrics | None  # None: GATEWAY_METRICS=false
     tracer: Tracer | None
     started_mono: float
     _stack: AsyncExitStack
@@ -70,7 +70,8 @@ class Services:
     async def start(
         cls, settings: Settings, *, clock: Clock, metrics: Metrics | None = None, tracer: Tracer | None = None
     ) -> Services:
-        metrics = metrics or Metrics()
+        """Build everything, bottom-up. ``metrics``: where to record (None: nowhere,
+        GATEWAY_METRICS=false or a process with no /metrics, such as ``gateway worker``)."""
         async with AsyncExitStack() as stack:
             url = settings.database_url
             if url is None:
@@ -107,16 +108,19 @@ class Services:
                     await parser.start()
                 except Exception as exc:  # noqa: BLE001 - parsing still works; big feeds retry the pool
                     log.warning("the parser process did not start (%s); big feeds will start it on demand", exc)
-            stats = StatsWriter(db, max_pending=settings.stats_queue_max)
-            stats.start()
-            stack.push_async_callback(stats.aclose)  # after the service: its last calls are flushed too
+            stats = None
+            if settings.stats_queue_max > 0:
+                stats = StatsWriter(db, max_pending=settings.stats_queue_max)
+                stats.start()
+                stack.push_async_callback(stats.aclose)  # after the service: its last calls are flushed too
             service = build_source_service(settings, db, listener, http, parser, clock, metrics, tracer, recorder=stats)
             stack.push_async_callback(service.aclose)
-            sampler = asyncio.create_task(
-                sample_forever(metrics, clock, lambda: (db.pool.get_size(), db.pool.get_idle_size())),
-                name="gateway-metrics-sampler",
-            )
-            stack.push_async_callback(cancel, sampler)
+            if metrics is not None:
+                sampler = asyncio.create_task(
+                    sample_forever(metrics, clock, lambda: (db.pool.get_size(), db.pool.get_idle_size())),
+                    name="gateway-metrics-sampler",
+                )
+                stack.push_async_callback(cancel, sampler)
             live = LiveHub(
                 db,
                 listener,

@@ -39,6 +39,7 @@ MAX_STATS_WINDOW_MINUTES = 7 * 24 * 60  # the longest window SourceHealth.fetchS
 #: Fetch statistics older than this many hours are trimmed by the maintenance leader.
 DEFAULT_STATS_RETENTION_H = 168
 #: Fetch records waiting for the statistics writer; more are dropped (and counted).
+#: 0: no fetch statistics at all (no writer; fetchStats and /status show no calls).
 DEFAULT_STATS_QUEUE_MAX = 10_000
 #: Whether this process takes part in maintenance (one leader does it, across replicas).
 DEFAULT_MAINTENANCE = True
@@ -69,10 +70,14 @@ DEFAULT_SHUTDOWN_DELAY_S = 0.0
 DEFAULT_LOG_FORMAT = "auto"
 LOG_FORMATS = ("auto", "json", "console")
 DEFAULT_LOG_LEVEL = "info"
+#: One ``graphql.operation`` line per operation, at info (like an access log).
+DEFAULT_OPERATION_LOG = True
+#: Prometheus metrics: recorded, and served on /metrics. False: neither (404).
+DEFAULT_METRICS = True
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 # --- edge: limits, identity, production posture (gateway/edge/) -------------
-DEFAULT_ENV = "development"  # or "production": no GraphiQL, introspection or field suggestions
+DEFAULT_ENV = "development"  # or "production": no GraphiQL, /status, introspection or field suggestions
 ENVIRONMENTS = ("development", "production")
 #: Largest request body accepted (HTTP 413 above it).
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
@@ -197,6 +202,8 @@ class Settings:
     persisted_max: int = DEFAULT_PERSISTED_MAX
     log_format: str = DEFAULT_LOG_FORMAT
     log_level: str = DEFAULT_LOG_LEVEL
+    operation_log: bool = DEFAULT_OPERATION_LOG
+    metrics: bool = DEFAULT_METRICS
     edge: EdgeSettings = field(default_factory=lambda: EdgeSettings())
 
     def source(self, source_id: str) -> SourceConfig | None:
@@ -269,7 +276,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("GATEWAY_OFFLOOP_PARSE_BYTES", "offloop_parse_bytes", DEFAULT_OFFLOOP_PARSE_BYTES, minimum=0),
     EnvVar("GATEWAY_MAX_UPSTREAM_BODY_BYTES", "max_body_bytes", DEFAULT_MAX_BODY_BYTES),
     EnvVar("GATEWAY_STATS_RETENTION_H", "stats_retention_h", DEFAULT_STATS_RETENTION_H),
-    EnvVar("GATEWAY_STATS_QUEUE_MAX", "stats_queue_max", DEFAULT_STATS_QUEUE_MAX),
+    EnvVar("GATEWAY_STATS_QUEUE_MAX", "stats_queue_max", DEFAULT_STATS_QUEUE_MAX, minimum=0),
     EnvVar("GATEWAY_MAINTENANCE", "maintenance", DEFAULT_MAINTENANCE, bool),
     EnvVar("GATEWAY_MAINTENANCE_INTERVAL_S", "maintenance_interval_s", DEFAULT_MAINTENANCE_INTERVAL_S, float, 0.01),
     EnvVar("GATEWAY_GC_INTERVAL_S", "gc_interval_s", DEFAULT_GC_INTERVAL_S, float, 0.01),
@@ -282,6 +289,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("GATEWAY_SUBSCRIPTION_COST", "subscription_cost", DEFAULT_SUBSCRIPTION_COST, minimum=0),
     EnvVar("GATEWAY_LOG_FORMAT", "log_format", DEFAULT_LOG_FORMAT, str, choices=LOG_FORMATS),
     EnvVar("GATEWAY_LOG_LEVEL", "log_level", DEFAULT_LOG_LEVEL, str, choices=LOG_LEVELS),
+    EnvVar("GATEWAY_OPERATION_LOG", "operation_log", DEFAULT_OPERATION_LOG, bool),
+    EnvVar("GATEWAY_METRICS", "metrics", DEFAULT_METRICS, bool),
     EnvVar("GATEWAY_RESPONSE_CACHE_TTL_MS", "response_cache_ttl_ms", DEFAULT_RESPONSE_CACHE_TTL_MS, minimum=0),
     EnvVar("GATEWAY_RESPONSE_CACHE_MB", "response_cache_mb", DEFAULT_RESPONSE_CACHE_MB),
     EnvVar("GATEWAY_PERSISTED_ONLY", "persisted_only", DEFAULT_PERSISTED_ONLY, bool),
@@ -306,6 +315,7 @@ class EdgeSettings:
     env: str = DEFAULT_ENV
     introspection: bool | None = None  # None: on in development, off in production
     graphiql: bool | None = None  # None: on in development, off in production
+    status_page: bool | None = None  # /status; None: on in development, off in production
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_query_cost: int = DEFAULT_MAX_QUERY_COST
     max_upstream_fetches: int = DEFAULT_MAX_UPSTREAM_FETCHES
@@ -335,6 +345,10 @@ class EdgeSettings:
         return (not self.production) if self.graphiql is None else self.graphiql
 
     @property
+    def status_page_on(self) -> bool:
+        return (not self.production) if self.status_page is None else self.status_page
+
+    @property
     def suggestions_on(self) -> bool:
         return not self.production
 
@@ -356,6 +370,7 @@ class EdgeSettings:
             env=mode,
             introspection=_env_opt_bool(env, "GATEWAY_INTROSPECTION"),
             graphiql=_env_opt_bool(env, "GATEWAY_GRAPHIQL"),
+            status_page=_env_opt_bool(env, "GATEWAY_STATUS_PAGE"),
             max_request_bytes=_env_int(env, "GATEWAY_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES),
             max_query_cost=_env_int(env, "GATEWAY_MAX_QUERY_COST", DEFAULT_MAX_QUERY_COST),
             max_upstream_fetches=_env_int(env, "GATEWAY_MAX_UPSTREAM_FETCHES", DEFAULT_MAX_UPSTREAM_FETCHES),
@@ -384,6 +399,7 @@ EDGE_ENV_DEFAULTS: dict[str, object] = {
     "GATEWAY_ENV": DEFAULT_ENV,
     "GATEWAY_INTROSPECTION": None,
     "GATEWAY_GRAPHIQL": None,
+    "GATEWAY_STATUS_PAGE": None,
     "GATEWAY_MAX_REQUEST_BYTES": DEFAULT_MAX_REQUEST_BYTES,
     "GATEWAY_MAX_QUERY_COST": DEFAULT_MAX_QUERY_COST,
     "GATEWAY_MAX_UPSTREAM_FETCHES": DEFAULT_MAX_UPSTREAM_FETCHES,

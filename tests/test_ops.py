@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
@@ -53,7 +54,8 @@ async def test_metrics_count_requests_operations_sources_and_breakers(
     assert value(text, "gateway_http_requests_total", route="/graphql", method="POST", status="200") == 4
     assert value(text, "gateway_graphql_operations_total", operation_name="FrontPage", outcome="ok") == 3
     assert value(text, "gateway_graphql_operations_total", operation_name="anonymous", outcome="error") == 1
-    assert value(text, "gateway_graphql_duration_seconds_count") == 4
+    # executed operations only: the third FrontPage was a response-cache hit
+    assert value(text, "gateway_graphql_duration_seconds_count") == 3
     assert value(text, "gateway_source_results_total", source="tech", status="FRESH") == 1
     assert value(text, "gateway_source_results_total", source="tech", status="CACHED") == 2
     assert value(text, "gateway_upstream_requests_total", source="tech", outcome="ok") == 1
@@ -173,9 +175,18 @@ async def test_one_scrape_sums_every_worker(demo: DemoServer, database_url: str,
             for _ in range(20):
                 assert (await c.post("/graphql", json={"query": NAMED})).status_code == 200
             totals = []
-            for _ in range(6):  # scrapes land on either worker; each must see all 20
-                text = (await c.get("/metrics")).text
-                totals.append(value(text, "gateway_graphql_operations_total", operation_name="FrontPage"))
+            for _ in range(6):  # scrapes land on either worker; each must come to see all 20
+                async with asyncio.timeout(10):
+                    # A worker adds its response-cache hits to the counters within
+                    # LOOP_LAG_INTERVAL_S (gateway.ops.metrics.Metrics.flush).
+                    while True:
+                        text = (await c.get("/metrics")).text
+                        total = value(text, "gateway_graphql_operations_total", operation_name="FrontPage")
+                        assert total <= 20
+                        if total == 20:
+                            break
+                        await asyncio.sleep(0.05)
+                totals.append(total)
     assert totals == [20.0] * 6
 
 
@@ -239,3 +250,56 @@ async def test_traces_follow_the_graphql_conventions(demo: DemoServer, make_sett
     assert calls and {c.attributes["http.response.status_code"] for c in calls} == {503}
     assert any(s.name == "postgresql" and s.attributes["db.system.name"] == "postgresql" for s in spans)
     assert all(s.context.trace_id == operation.context.trace_id for s in fetches.values())
+
+
+async def test_operation_log_metrics_and_statistics_can_each_be_turned_off(
+    demo: DemoServer, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="gateway.request")
+    off = make_settings(sources_of(demo.url, TECH), operation_log=False, metrics=False, stats_queue_max=0)
+    async with RunningGateway(create_app(off)) as gw:
+        await gw.data(NAMED)
+        assert demo.control.count("feeds.rss") == 1
+        assert (await gw.client.get("/metrics")).status_code == 404
+        assert gw.services.metrics is None and gw.services.stats is None
+        stats = await gw.data("{ health { sources { fetchStats { calls } } } }")
+        assert stats["health"]["sources"] == [{"fetchStats": {"calls": 0}}]  # the call was not recorded
+    assert [r for r in caplog.records if r.getMessage() == "graphql.operation"] == []
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, TECH)))) as gw:
+        await gw.data(NAMED)
+        assert (await gw.client.get("/metrics")).status_code == 200
+    logged = [r for r in caplog.records if r.getMessage() == "graphql.operation"]
+    assert len(logged) == 1 and logged[0].request_id
+
+
+def test_log_lines_are_written_by_the_writer_thread_with_their_own_time() -> None:
+    """Each line carries the time it was logged, not the (later) time its batch was
+    written; shutdown writes what is pending; our records and foreign ones alike."""
+    import io
+    import logging
+    from datetime import datetime, timezone
+
+    import structlog
+
+    from gateway.ops import logging as gateway_logging
+    from gateway.ops.operations import log_operation
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, {n: logging.getLogger(n).handlers[:] for n in gateway_logging.THIRD_PARTY})
+    stream = io.StringIO()
+    try:
+        gateway_logging.configure("json", "info", stream=stream)
+        logging.getLogger("gateway.test").info("plain %s", "line")
+        log_operation(request_id="r1", client="c", name="Op", op_type="query", outcome="ok", duration_ms=1.0,
+                      sources={"s": "CACHED"}, errors=None, cache_hit=True)
+        logged_at = datetime.now(timezone.utc)
+        gateway_logging.shutdown()
+    finally:
+        root.handlers, root.level = saved[0], saved[1]
+        for name, handlers in saved[2].items():
+            logging.getLogger(name).handlers = handlers
+        structlog.reset_defaults()
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["plain line", "graphql.operation"]
+    assert lines[1]["request_id"] == "r1" and lines[1]["sources"] == {"s": "CACHED"} and lines[1]["cache_hit"]
+    assert all(datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")) <= logged_at for line in lines)

@@ -13,7 +13,7 @@ import pytest
 from gateway.app import create_app
 from gateway.demo.server import DemoServer
 from gateway.respcache import PARTIAL_TTL_S, Answer, ResponseCache
-from gateway.settings import Settings
+from gateway.settings import EdgeSettings, Settings
 from tests.clock import FakeClock
 from tests.conftest import sources_of
 from tests.helpers import RunningGateway
@@ -253,3 +253,36 @@ async def test_accept_is_part_of_the_key(settings: Callable[..., Settings]) -> N
                                         headers={"accept": accept})
             assert resp.status_code == 200
         assert len(_cache(gw)) == 2 and _cache(gw).hits == 1
+
+
+async def test_hits_are_charged_to_each_request_and_refused_over_budget(
+    settings: Callable[..., Settings], demo: DemoServer
+) -> None:
+    """Answered from the cache's front, before any parsing: each hit still costs its
+    client what the miss cost (settled to the actual cost), with this client's budget
+    in extensions.cost and RateLimit, and an empty budget gets 429, not the answer."""
+    clock = FakeClock()  # no refill between requests
+    edge = EdgeSettings(rate_limit_burst=1000, rate_limit_per_s=1.0, rate_limit_sync_ms=0)
+    async with RunningGateway(create_app(settings(edge=edge), clock=clock)) as gw:
+        await _warm(gw)
+        cache = _cache(gw)
+        first = (await gw.post(QUERY, {"first": 3})).json()  # stored
+        cost = first["extensions"]["cost"]
+        actual = cost["actualQueryCost"]
+        assert 1 <= actual <= cost["requestedQueryCost"]
+        left = cost["throttleStatus"]["currentlyAvailable"]
+        hits_before = cache.hits
+        for _ in range(3):
+            resp = await gw.post(QUERY, {"first": 3})
+            body = resp.json()
+            assert body["data"] == first["data"]
+            assert body["extensions"]["cost"]["actualQueryCost"] == actual
+            assert body["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"] == left - actual
+            assert resp.headers["ratelimit"].startswith(f'"cost";r={int(left - actual)};')
+            left -= actual
+        assert cache.hits == hits_before + 3
+        # the bucket nearly empty (one point left): the hit is refused
+        gw.app.state.edge.limiter.charge("ip:127.0.0.1", left - 1)
+        refused = await gw.post(QUERY, {"first": 3})
+        assert refused.status_code == 429 and refused.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+        assert "data" not in refused.json()

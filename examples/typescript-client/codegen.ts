@@ -2,7 +2,7 @@
 // committed schema and the named operations in ../operations, plus the persisted
 // documents manifest the gateway loads with `gateway persisted add`.
 //
-//   npm install && npm run codegen
+//   npm ci && npm run codegen
 //   gateway persisted add src/gql/persisted-documents.json
 //
 // Clients then send {"documentId": "sha256:<hash>", "variables": ...} (see the README).

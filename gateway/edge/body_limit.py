@@ -33,6 +33,13 @@ class BodyLimitMiddleware:
             if too_big:
                 await self._refuse(send)
                 return
+            # HTTP/1.1 framing: a declared length is the body's length (the server's
+            # parser reads no more); nothing left to count.
+            await self.app(scope, receive, send)
+            return
+        if not any(k == b"transfer-encoding" for k, _ in scope["headers"]):
+            await self.app(scope, receive, send)  # neither length nor chunks: no body
+            return
         seen = 0
         started = False
 

@@ -17,6 +17,7 @@ refused here and never shares anyone's answer.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import TYPE_CHECKING
@@ -44,14 +45,21 @@ from gateway.edge.request_id import ARRIVED_AT
 from gateway.edge.responses import GRAPHQL_RESPONSE_JSON as GR_CT
 from gateway.edge.responses import JSON as JSON_CT
 from gateway.edge.streams import STREAM, replay_then, wants_event_stream
+from gateway.resilience.clock import Clock
+from gateway.respcache import NEGOTIATED_MEDIA, REQUESTED_COST
 
 if TYPE_CHECKING:
     from gateway.edge.runtime import EdgeRuntime
     from gateway.ops.metrics import Metrics
+    from gateway.respcache import Answer
 
-#: Set by the gate for the GraphQL view: the parsed parameters and the media type.
+#: Set by the gate for the GraphQL view: the parsed parameters and the media type
+#: (also kept with a cached answer, with the cost charged up front).
 PARAMS = "gateway.edge.params"
-MEDIA = "gateway.edge.media"
+MEDIA = NEGOTIATED_MEDIA
+#: Set by the persisted-documents middleware: the text of the document a GET named by
+#: id or hash (the query string itself is left as sent).
+RESOLVED_QUERY = "gateway.edge.resolved_query"
 #: Response header the GraphQL view reports the actual cost in; the gate removes it.
 ACTUAL_COST_HEADER = b"x-gateway-actual-cost"
 HAS_EXTENSIONS_HEADER = b"x-gateway-has-extensions"
@@ -67,9 +75,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 class GraphQLGate:
     def __init__(
-        self, app: ASGIApp, *, max_tokens: int, document_cache_size: int = 1024, metrics: Metrics | None = None
+        self, app: ASGIApp, *, max_tokens: int, clock: Clock, document_cache_size: int = 1024,
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
+        self.clock = clock
         self.metrics = metrics
         self._parse = functools.lru_cache(maxsize=document_cache_size)(
             functools.partial(parse, max_tokens=max_tokens)
@@ -106,6 +116,9 @@ class GraphQLGate:
             else:
                 body = b""
                 params = params_from_query_string(scope["query_string"])
+                resolved = scope.get(RESOLVED_QUERY)
+                if resolved is not None:
+                    params = dataclasses.replace(params, query=resolved)
             operation = self._operation(params)
             if operation is not None and method == "GET" and operation.node.operation is not OperationType.QUERY:
                 raise RequestError(405, "METHOD_NOT_ALLOWED", f"{operation.node.operation.value}s need POST",
@@ -117,7 +130,7 @@ class GraphQLGate:
             await _refuse(send, exc)
             return
 
-        client: ClientIdentity = scope.get(CLIENT) or ClientIdentity(f"ip:{(scope.get('client') or ('?',))[0]}", False)
+        client = _client(scope)
         limiter = edge.limiter
         requested = 1  # unparseable documents: validation answers them; charge the minimum
         if operation is not None:
@@ -155,6 +168,7 @@ class GraphQLGate:
 
         scope[PARAMS] = params
         scope[MEDIA] = media
+        scope[REQUESTED_COST] = requested
         await self._forward(scope, body, send, edge, client, requested, decision, media)
 
     async def _stream(self, scope: Scope, receive: Receive, send: Send, edge: EdgeRuntime) -> None:
@@ -276,25 +290,89 @@ class GraphQLGate:
             if edge.limiter is not None and decision is not None:
                 status = edge.limiter.settle(client.id, requested, actual)
         assert start is not None
-        has_extensions = any(k == HAS_EXTENSIONS_HEADER for k, _ in start["headers"])
-        headers = [(k, v) for k, v in start["headers"] if k not in _INTERNAL and k not in (b"content-length", b"content-type")]
-        payload = b"".join(chunks)
-        is_graphql = any(k == ACTUAL_COST_HEADER for k, _ in start["headers"])
-        # An answer a shared cache may keep (Cache-Control: public, with a strong ETag
-        # over its bytes) must stay the same for every client: its cost is told in the
-        # RateLimit headers only. A 304 (HTTP caching) keeps its empty body.
-        shared = any(k == b"cache-control" and v.startswith(b"public") for k, v in start["headers"])
-        if is_graphql and start["status"] in (200, 400) and not shared:
-            payload = _with_cost(payload, _cost_json(requested, actual, status), has_extensions)
-            content_type = GR_CT if media == GRAPHQL_RESPONSE_JSON else JSON_CT
-        else:
-            content_type = next((v for k, v in start["headers"] if k == b"content-type"), JSON_CT)
-        if status is not None:
-            headers.extend(_ratelimit_headers(status, edge.limiter.bucket(client.id).restore_s()))
-        headers.append((b"content-type", content_type))
-        headers.append((b"content-length", str(len(payload)).encode()))
-        await send({"type": "http.response.start", "status": start["status"], "headers": headers})
+        reset_s = edge.limiter.bucket(client.id).restore_s() if status is not None and edge.limiter else 0.0
+        status_code, headers, payload = _finish(start["status"], start["headers"], b"".join(chunks), media,
+                                                requested, actual, status, reset_s)
+        await send({"type": "http.response.start", "status": status_code, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+    async def serve_hit(self, scope: Scope, answer: Answer, send: Send) -> bool:
+        """A response-cache hit, answered before any parsing (the cache's front): the
+        client is charged the cost the miss was charged, settled to its actual cost,
+        and the answer gets this client's cost and RateLimit headers. False (the
+        request goes the whole way) when the answer did not pass this gate or this
+        client's limits need the gate's own answer."""
+        requested, media = answer.requested, answer.media
+        if requested is None or media is None:
+            return False
+        edge: EdgeRuntime = scope["state"]["edge"]
+        client = _client(scope)
+        actual = max(1, _actual_cost(answer.headers, requested))
+        limiter = edge.limiter
+        status: ThrottleStatus | None = None
+        reset_s = 0.0
+        if limiter is not None:
+            if limiter.refuse_all:
+                return False
+            # `requested` decides admission, as it did for the request that ran; the
+            # bucket is charged what that request really cost.
+            decision = limiter.charge(client.id, requested, burst=client.burst, per_s=client.per_s,
+                                      now=scope.get(ARRIVED_AT), actual=actual)
+            if not decision.allowed:
+                if requested > decision.status.maximum_available:
+                    return False  # could never fit this client's bucket: the gate says so
+                await self._throttled(send, media, requested, decision)
+                return True
+            status, reset_s = decision.status, decision.reset_s
+        code, headers_in, body = answer.respond(scope, self.clock.now().timestamp())
+        code, headers, payload = _finish(code, headers_in, body, media, requested, actual, status, reset_s)
+        await send({"type": "http.response.start", "status": code, "headers": headers})
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+        return True
+
+
+def _client(scope: Scope) -> ClientIdentity:
+    return scope.get(CLIENT) or ClientIdentity(f"ip:{(scope.get('client') or ('?',))[0]}", False)
+
+
+def _actual_cost(headers: list[tuple[bytes, bytes]], default: int) -> int:
+    for key, value in headers:
+        if key == ACTUAL_COST_HEADER:
+            return int(value)
+    return default
+
+
+def _finish(status_code: int, headers_in: list[tuple[bytes, bytes]], payload: bytes, media: str, requested: int,
+            actual: int, status: ThrottleStatus | None, reset_s: float,
+            ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """The answer as the client gets it: internal headers out, ``extensions.cost`` in
+    (unless a shared cache may keep it), the RateLimit headers, length and type."""
+    has_extensions = is_graphql = shared = False
+    content_type = JSON_CT
+    headers: list[tuple[bytes, bytes]] = []
+    for key, value in headers_in:
+        if key == ACTUAL_COST_HEADER:
+            is_graphql = True
+        elif key == HAS_EXTENSIONS_HEADER:
+            has_extensions = True
+        elif key == b"content-type":
+            content_type = value
+        elif key != b"content-length":
+            # An answer a shared cache may keep (Cache-Control: public, with a strong
+            # ETag over its bytes) must stay the same for every client: its cost is
+            # told in the RateLimit headers only.
+            if key == b"cache-control" and value.startswith(b"public"):
+                shared = True
+            headers.append((key, value))
+    # A 304 (HTTP caching) keeps its empty body.
+    if is_graphql and status_code in (200, 400) and not shared:
+        payload = _with_cost(payload, _cost_json(requested, actual, status), has_extensions)
+        content_type = GR_CT if media == GRAPHQL_RESPONSE_JSON else JSON_CT
+    if status is not None:
+        headers.extend(_ratelimit_headers(status, reset_s))
+    headers.append((b"content-type", content_type))
+    headers.append((b"content-length", str(len(payload)).encode()))
+    return status_code, headers, payload
 
 
 class _Operation:

@@ -97,6 +97,14 @@ class EdgeViewMixin:
         request.scope[_SUB_RESPONSE] = sub
         return sub
 
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        # The gate has read a GraphQL request (a persisted one may have no `query=`
+        # in its URL): only what it passed on as the page is the page.
+        scope = getattr(request, "scope", None)
+        if scope is not None and scope.get(PARAMS) is not None:
+            return False
+        return super().should_render_graphql_ide(request)  # type: ignore[misc]
+
     async def parse_http_body(self, request: Any) -> GraphQLRequestData:
         scope = getattr(request, "scope", None)
         params = scope.get(PARAMS) if scope is not None else None

@@ -128,13 +128,16 @@ class RateLimiter:
 
     def charge(
         self, client_id: str, cost: float, *, burst: int | None = None, per_s: float | None = None,
-        now: float | None = None,
+        now: float | None = None, actual: float | None = None,
     ) -> Decision:
-        """``now``: the request's arrival on the app's clock (default: the clock now)."""
+        """``now``: the request's arrival on the app's clock (default: the clock now).
+        ``actual``: the cost already known (a cached answer's), charged at once in
+        place of ``cost``, which alone decides admission (as for the request that ran)."""
         b = self.bucket(client_id, burst, per_s, now=now)
         if cost <= b.available() + 1e-9:  # float drift of the refill must not refuse an exact fit
-            b.debt += cost
-            b.pending += cost
+            charged = cost if actual is None else actual
+            b.debt += charged
+            b.pending += charged
             return Decision(True, self._status(b), reset_s=b.restore_s())
         short = cost - b.available()
         return Decision(False, self._status(b), retry_after_s=short / b.per_s, reset_s=b.restore_s())

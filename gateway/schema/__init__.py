@@ -47,9 +47,13 @@ DATETIME = dataclasses.replace(
 )
 
 
-def build_schema(*, introspection: bool = True, suggestions: bool = True, **kwargs: Any) -> GatewaySchema:
+def build_schema(
+    *, introspection: bool = True, suggestions: bool = True, observe: bool = True, **kwargs: Any
+) -> GatewaySchema:
     """``introspection=False`` refuses ``__schema``/``__type``; ``suggestions=False``
-    drops "Did you mean ...?" from errors (production mode, gateway/edge)."""
+    drops "Did you mean ...?" from errors (production mode, gateway/edge);
+    ``observe=False`` leaves out the OperationObserver (no metrics, operation log or
+    tracing to feed)."""
     documents = DocumentCache(DOCUMENT_CACHE_SIZE)
     # Built once: a stable rule set is what lets a validated document stay validated.
     rules = limit_rules(max_depth=MAX_QUERY_DEPTH, max_aliases=MAX_ALIASES)
@@ -60,7 +64,11 @@ def build_schema(*, introspection: bool = True, suggestions: bool = True, **kwar
     schema = GatewaySchema(
         query=Query,
         subscription=Subscription,
-        extensions=[ErrorCodes, OperationObserver, lambda: CachedDocuments(documents, rules, MAX_TOKENS)],
+        extensions=[
+            ErrorCodes,
+            *([OperationObserver] if observe else []),
+            lambda: CachedDocuments(documents, rules, MAX_TOKENS),
+        ],
         scalar_overrides={datetime: DATETIME},
         execution_context_class=SharedEventExecution,
         **kwargs,

@@ -115,3 +115,12 @@ async def put_refreshed(conn: asyncpg.Connection, row: CacheRow) -> None:
     await conn.fetch(
         PUT_REFRESHED, row.source_id, row.request_key, row.payload, row.fetched_at, row.etag, row.last_modified
     )
+
+
+NEWEST = "SELECT source_id, max(fetched_at) AS newest, count(*) AS keys FROM fetch_cache GROUP BY source_id"
+
+
+async def newest_by_source(conn: asyncpg.Connection) -> dict[str, tuple[datetime, int]]:
+    """Per source: when its most recent cached answer was fetched, and how many keys
+    (searches, items) it has cached. Every process's, as the table is shared."""
+    return {r["source_id"]: (r["newest"], r["keys"]) for r in await conn.fetch(NEWEST)}

@@ -19,6 +19,9 @@ STAMPEDE_CLIENTS = 100
 STAMPEDE_MAX_UPSTREAM = 3
 STAMPEDE_P50_MS = 330.0
 STAMPEDE_P99_MS = 400.0
+#: The cold burst's p50 against the ideal one-fetch proxy's in the same run (ideal.py).
+STAMPEDE_IDEAL_RATIO = {1: 1.05}
+STAMPEDE_IDEAL_RATIO_WORKERS = 1.08  # more than one worker
 SUSTAINED_CLIENTS = 100
 SUSTAINED_WINDOW_S = 10
 # Two calls per source per TTL-long window: refresh-ahead (gateway/ops/maintenance.py)

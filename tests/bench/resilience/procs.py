@@ -32,6 +32,7 @@ from tests.bench.resilience.config import (
     PG_CTL_TIMEOUT_S,
     READY_QUERY,
     RECOVERY_S,
+    REPO_ROOT,
     SOURCE_IDS,
     SOURCE_TIMEOUT_MS,
     SOURCES,
@@ -422,6 +423,41 @@ async def running_gateway(ctx: Context, workers: int, database_url: str, label: 
         stopping = time.monotonic()
         gw.outlived = ctx.reg.stop(proc.pid)
         gw.stop_s = time.monotonic() - stopping
+
+
+@contextlib.asynccontextmanager
+async def running_ideal_proxy(ctx: Context, workers: int, label: str) -> AsyncIterator[Gateway]:
+    """The ideal one-fetch proxy (tests/bench/resilience/ideal.py) under the same uvicorn
+    settings as ``gateway serve``, fresh (nothing fetched yet)."""
+    port = _free_port()
+    log_path = ctx.logs / f"ideal-{label}.log"
+    env = _clean_env(BENCH_IDEAL_UPSTREAMS=",".join(f"{s.id}={ctx.demo.url}{s.path}" for s in SOURCES))
+    cmd = [sys.executable, "-m", "uvicorn", "tests.bench.resilience.ideal:app", "--host", "127.0.0.1",
+           "--port", str(port), "--workers", str(workers), "--no-proxy-headers", "--no-access-log",
+           "--log-level", "info"]
+    proc = _spawn(ctx.reg, f"ideal-{label}", cmd, log_path, env=env, cwd=REPO_ROOT, grace_s=GATEWAY_STOP_GRACE_S)
+    proxy = Gateway(port, workers, proc, log_path)
+    started = time.monotonic()
+    try:
+        deadline = started + STARTUP_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise StartError(f"ideal proxy exited with status {proc.returncode}:\n{_tail(log_path)}")
+            text = log_path.read_text(errors="replace") if log_path.exists() else ""
+            if text.count("Application startup complete") >= workers:
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with ctx.fresh.get(proxy.url + "/livez", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                        if resp.status == 200:
+                            break
+            if time.monotonic() > deadline:
+                raise StartError(f"ideal proxy not ready after {STARTUP_TIMEOUT_S:.0f} s:\n{_tail(log_path)}")
+            await asyncio.sleep(0.1)
+        proxy.ready_s = time.monotonic() - started
+        yield proxy
+    finally:
+        stopping = time.monotonic()
+        proxy.outlived = ctx.reg.stop(proc.pid)
+        proxy.stop_s = time.monotonic() - stopping
 
 
 def gateway_line(res: RunResult, gw: Gateway) -> None:

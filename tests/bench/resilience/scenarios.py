@@ -44,6 +44,8 @@ from tests.bench.resilience.config import (
     SOURCE_TIMEOUT_MS,
     SOURCES,
     STAMPEDE_CLIENTS,
+    STAMPEDE_IDEAL_RATIO,
+    STAMPEDE_IDEAL_RATIO_WORKERS,
     STAMPEDE_MAX_UPSTREAM,
     STAMPEDE_P50_MS,
     STAMPEDE_P99_MS,
@@ -80,6 +82,7 @@ from tests.bench.resilience.procs import (
     gateway_line,
     graphql,
     running_gateway,
+    running_ideal_proxy,
 )
 
 # =============================================================================
@@ -136,6 +139,17 @@ async def scenario_stampede(ctx: Context, res: RunResult) -> None:
             serial.append((time.monotonic() - t) * 1000)
         serial.sort()
     await ctx.pg.drop_database(name)
+    # The same burst, same load generator, against the ideal one-fetch proxy.
+    await _prepare_demo(ctx)
+    async with running_ideal_proxy(ctx, res.workers, f"stampede-w{res.workers}") as ideal:
+        ideal_lg = LoadGen(ctx, ideal, mode="burst", concurrency=STAMPEDE_CLIENTS, duration_s=0,
+                           label="stampede-ideal")
+        try:
+            await ideal_lg.start()
+            await ideal_lg.go()
+            ideal_load = await ideal_lg.finish()
+        finally:
+            ideal_lg.stop()
     records = load.records
     calls = int(stats["total"]) - int(before)
     per = {s.id: int(stats["requests"].get(s.route, 0)) for s in SOURCES}
@@ -155,6 +169,12 @@ async def scenario_stampede(ctx: Context, res: RunResult) -> None:
     res.check(f"p50 <= {STAMPEDE_P50_MS:.0f} ms", fmt_ms(pct(lat, 50)), pct(lat, 50) <= STAMPEDE_P50_MS)
     res.check(f"p99 <= {STAMPEDE_P99_MS:.0f} ms", fmt_ms(pct(lat, 99)), pct(lat, 99) <= STAMPEDE_P99_MS)
     res.check("no 5xx / transport errors", f"{n5xx} / {transport}", n5xx == 0 and transport == 0)
+    ideal_lat = latencies_ms(ideal_load.records)
+    ratio50 = pct(lat, 50) / pct(ideal_lat, 50)
+    res.line(f"ideal one-fetch proxy, same burst: p50 {fmt_ms(pct(ideal_lat, 50))}, p99 {fmt_ms(pct(ideal_lat, 99))} "
+             f"(gateway/ideal: p50 {ratio50:.3f}x, p99 {pct(lat, 99) / pct(ideal_lat, 99):.3f}x)")
+    limit = STAMPEDE_IDEAL_RATIO.get(res.workers, STAMPEDE_IDEAL_RATIO_WORKERS)
+    res.check(f"p50 <= {limit:.2f}x the ideal proxy's", f"{ratio50:.3f}x", ratio50 <= limit)
 
 
 async def scenario_sustained(ctx: Context, res: RunResult) -> None:
