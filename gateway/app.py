@@ -17,6 +17,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_SSE_PROTOCOL, GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
@@ -26,7 +27,7 @@ from gateway.context import GatewayContext, build_context
 from gateway.edge import edge_middleware
 from gateway.edge.gate import GraphQLGate
 from gateway.edge.graphql_view import EdgeViewMixin
-from gateway.edge.identity import CLIENT
+from gateway.edge.identity import CLIENT, client_for_key
 from gateway.edge.request_id import ARRIVED_AT, REQUEST_ID
 from gateway.edge.runtime import EdgeRuntime
 from gateway.edge.streams import CURSOR_EXTENSION, STREAM, sse_transport, websocket_charge
@@ -68,11 +69,29 @@ class GatewayGraphQL(EdgeViewMixin, GraphQL[GatewayContext, None]):
         if identity is not None:
             ctx.client_id = identity.id
         if request.scope["type"] == "websocket":
+            ctx.socket_scope = request.scope
             ctx.charge_subscription = websocket_charge(request.scope, services.settings.subscription_cost)
         else:
             ctx.last_event_id = request.headers.get("last-event-id")
         self.remember_context(request, ctx)
         return ctx
+
+    async def on_ws_connect(self, context: GatewayContext) -> Any:
+        """graphql-transport-ws's connection_init: a browser cannot set headers on a
+        WebSocket, so its API key may come as ``{"apiKey": ...}`` in the payload. An
+        unknown key closes the socket (4403)."""
+        params = context.connection_params
+        key = params.get("apiKey") if isinstance(params, dict) else None
+        if key is not None:
+            client = client_for_key(context.services.settings.edge, key) if isinstance(key, str) else None
+            if client is None:
+                raise ConnectionRejectionError({"message": "unknown API key", "code": "UNAUTHENTICATED"})
+            context.client_id = client.id
+            if context.socket_scope is not None:
+                context.charge_subscription = websocket_charge(
+                    context.socket_scope, context.services.settings.subscription_cost, client
+                )
+        return await super().on_ws_connect(context)
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.edge.cost import CostMeter
 from gateway.loaders import Loaders
@@ -41,6 +41,9 @@ class GatewayContext:
     last_event_id: str | None = None
     charge_subscription: Callable[[], None] | None = None
     live_cursor: str | None = None
+    #: A WebSocket's connection_init payload (Strawberry sets it) and its scope.
+    connection_params: dict[str, Any] | None = None
+    socket_scope: dict[str, Any] | None = None
 
     def renew_for_event(self) -> None:
         """A live subscription outlives its request's deadline: each event is resolved

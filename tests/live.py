@@ -175,11 +175,11 @@ class WSSubscription:
 @asynccontextmanager
 async def ws_subscribe(
     base: str, variables: dict[str, Any] | None = None, *, headers: dict[str, str] | None = None,
-    query: str = SUBSCRIBE,
+    query: str = SUBSCRIBE, init: dict[str, Any] | None = None,
 ) -> AsyncIterator[WSSubscription]:
     url = base.replace("http://", "ws://") + "/graphql"
     async with connect(url, subprotocols=["graphql-transport-ws"], additional_headers=headers or {}) as ws:
-        await ws.send(json.dumps({"type": "connection_init"}))
+        await ws.send(json.dumps({"type": "connection_init", **({"payload": init} if init else {})}))
         ack = json.loads(await asyncio.wait_for(ws.recv(), 20))
         assert ack["type"] == "connection_ack", ack
         await ws.send(json.dumps({"id": "1", "type": "subscribe",

@@ -209,6 +209,18 @@ async def test_websockets_are_identified_and_origin_checked(make_settings: Calla
             assert len(await ws.articles(1)) == 1
             hub = gw.services.live
             assert hub is not None and hub.clients() == {"key:team-a": 1}
+        # a browser's way: the key in connection_init's payload
+        async with ws_subscribe(gw.url, {"after": "0"}, headers={"origin": "https://app.example"},
+                                init={"apiKey": "secret-a"}) as ws:
+            assert len(await ws.articles(1)) == 1
+            hub = gw.services.live
+            assert hub is not None and hub.clients() == {"key:team-a": 1}
+        from websockets.exceptions import ConnectionClosed
+
+        with pytest.raises(ConnectionClosed) as closed:
+            async with ws_subscribe(gw.url, {}, init={"apiKey": "wrong"}):
+                pass
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
 
 
 async def test_websockets_carry_subscriptions_only_and_trusted_ones_in_persisted_only_mode(

@@ -2,8 +2,9 @@
 
 - ``X-Api-Key: <key>`` or ``Authorization: Bearer <key>``: the client whose SHA-256
   matches in the clients file; an unknown key is 401 ``UNAUTHENTICATED``.
-- WebSockets (subscriptions) the same way, from the handshake's headers; refused
-  handshakes get 403.
+- WebSockets (subscriptions) the same way, from the handshake's headers (refused
+  handshakes get 403), or from ``{"apiKey": ...}`` in graphql-transport-ws's
+  ``connection_init`` payload, which is all a browser can send (see app.py).
 - No key: anonymous, keyed by client IP (an IPv6 address by its /64; refused when
   ``require_api_key``). The IP is
   the peer's, unless the peer is a trusted proxy: then the nearest untrusted address
@@ -130,6 +131,16 @@ def _presented_key(scope: Scope) -> str | None:
         scheme, _, token = auth.strip().partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
+    return None
+
+
+def client_for_key(edge: EdgeSettings, key: str) -> ClientIdentity | None:
+    """The API client a key belongs to (for a key presented outside the headers: a
+    WebSocket's ``connection_init`` payload), or None."""
+    digest = hash_key(key)
+    for client in edge.clients:
+        if hmac.compare_digest(client.key_sha256, digest):
+            return ClientIdentity(f"key:{client.id}", True, client.burst, client.per_s)
     return None
 
 

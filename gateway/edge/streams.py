@@ -92,7 +92,7 @@ def sse_transport(heartbeat_s: float) -> type[SSETransport]:
     return GatewaySSETransport
 
 
-def websocket_charge(scope: Scope, cost: int) -> Callable[[], None] | None:
+def websocket_charge(scope: Scope, cost: int, client: ClientIdentity | None = None) -> Callable[[], None] | None:
     """What a subscription over this WebSocket pays when it starts: ``cost`` points
     from its client's bucket (the gate never sees WebSocket messages). Raises
     LiveRefused (RATE_LIMITED) when the bucket cannot pay. None: no rate limits."""
@@ -100,7 +100,8 @@ def websocket_charge(scope: Scope, cost: int) -> Callable[[], None] | None:
     limiter = edge.limiter if edge is not None else None
     if limiter is None:
         return None
-    client: ClientIdentity = scope.get(CLIENT) or ClientIdentity(f"ip:{(scope.get('client') or ('?',))[0]}", False)
+    if client is None:
+        client = scope.get(CLIENT) or ClientIdentity(f"ip:{(scope.get('client') or ('?',))[0]}", False)
     points = max(1, cost)
 
     def charge() -> None:
