@@ -1,0 +1,279 @@
+"""An executor that completes plain fields without graphql-core's per-field machinery.
+
+A profile of one warm query with the response cache off (FrontPage, 20 variable sets):
+about 195 field executions per request, and most of them just read an attribute
+(``Article.title``, ``ArticleEdge.cursor``, ``ArticleEdge.node``). For each, graphql-core
+builds a ``Path`` and a ``GraphQLResolveInfo``, Strawberry calls two wrappers around
+``getattr``, and ``complete_value`` walks the type (non-null, list, leaf) with three
+awaitable checks. Here a plan is made once per selection set and execution (field plans
+are kept across requests, by field node: the document cache keeps nodes stable):
+
+- plain leaves (scalars, enums) and ``__typename`` are read and coerced in one loop;
+- plain object fields go straight to their sub-selection (``collect_and_execute_subfields``);
+- object items of a list go straight to theirs too;
+- every other field goes through graphql-core's ``execute_field``, in selection order.
+
+A field is "plain" when graphql-core would do nothing but ``getattr`` for it: a
+Strawberry field without a resolver, field extensions (permissions are one), a custom
+``get_result`` or a non-default ``default_resolver``, without arguments, and no resolve
+middleware in this execution (Strawberry builds one from extensions that implement
+``resolve``). Object types with ``is_type_of`` (those implementing interfaces), lists of
+leaves, interfaces and unions take graphql-core's path.
+
+Reading the plain fields of an object has no side effects, so it is done first; anything
+unusual there — ``None`` in a non-null field, a value that is an exception or awaitable,
+a value the scalar refuses, an exception — discards that work and runs graphql-core's
+``execute_fields`` on the whole selection set: errors, their order and null propagation
+are graphql-core's own (a plain attribute is read twice then). Past that point, errors
+are handled with graphql-core's ``handle_field_error``, as its ``execute_field`` does.
+
+Only public names are used: ``execution_context_class`` is Strawberry's documented hook,
+and the methods overridden are those graphql-core's ``Executor`` runs per object and list
+item. graphql-core documents them as overridable but not stable: tests/test_fastexec.py
+compares this executor's answers with the plain one's byte for byte, on a schema built
+to hit every corner and on the real one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphql import (
+    GraphQLEnumType,
+    GraphQLID,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLScalarType,
+    GraphQLString,
+    Undefined,
+)
+from graphql.pyutils import Path, gather_with_cancel
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.field import StrawberryField
+
+#: Field plans kept across requests, by (parent type, field node); cleared when full.
+#: Nodes come from the document cache, so the same document text reuses its plans.
+FIELD_PLAN_CACHE_SIZE = 8192
+
+_SKIP_INCLUDE = frozenset({"skip", "include"})
+#: Types that are never awaitable and never an exception: no check needed beyond coercion.
+_BASIC = frozenset({str, int, float, bool})
+_STRINGS = (GraphQLString, GraphQLID)
+
+# Kinds of a field's plan (the first item of its tuple); None: graphql-core runs it.
+_TYPENAME = 1  # (_TYPENAME,)
+_LEAF = 2  # (_LEAF, attribute, the type's coerce_output_value, non_null, a str passes unchanged)
+_OBJECT = 3  # (_OBJECT, attribute, object type, the field's type, non_null)
+
+_field_plans: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
+
+
+def plan_field(parent_type: GraphQLObjectType, field_details_list: Any) -> Any:
+    node = field_details_list[0].node
+    key = (id(parent_type), id(node))
+    cached = _field_plans.get(key)
+    if cached is not None and cached[0] is parent_type and cached[1] is node:
+        return cached[2]
+    plan = _make_field_plan(parent_type, field_details_list)
+    if len(_field_plans) >= FIELD_PLAN_CACHE_SIZE:
+        _field_plans.clear()
+    _field_plans[key] = (parent_type, node, plan)  # both kept: their ids cannot be reused meanwhile
+    return plan
+
+
+def _make_field_plan(parent_type: GraphQLObjectType, field_details_list: Any) -> Any:
+    for details in field_details_list:
+        node = details.node
+        if node.arguments or any(d.name.value not in _SKIP_INCLUDE for d in node.directives or ()):
+            return None
+    name = field_details_list[0].node.name.value
+    if name == "__typename":
+        return (_TYPENAME,)
+    field_def = parent_type.fields.get(name)
+    if field_def is None or field_def.args:
+        return None
+    definition = (field_def.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    if not (
+        isinstance(definition, StrawberryField)
+        and definition.base_resolver is None
+        and not definition.extensions
+        and not definition.is_subscription
+        and type(definition).get_result is StrawberryField.get_result
+        and definition.default_resolver is getattr
+    ):
+        return None
+    field_type = field_def.type
+    non_null = isinstance(field_type, GraphQLNonNull)
+    named = field_type.of_type if non_null else field_type
+    if isinstance(named, GraphQLScalarType | GraphQLEnumType):
+        return (_LEAF, definition.python_name, named.coerce_output_value, non_null, named in _STRINGS)
+    if isinstance(named, GraphQLObjectType) and named.is_type_of is None:
+        return (_OBJECT, definition.python_name, named, field_type, non_null)
+    return None  # lists, interfaces, unions
+
+
+class _Fallback(Exception):
+    """This object needs graphql-core's own path."""
+
+
+class FastExecutor(StrawberryGraphQLCoreExecutionContext):
+    """Strawberry's executor, with plain fields completed in one loop (see module)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        manager = self.middleware_manager
+        self.fast_enabled = manager is None or not manager.middlewares
+        # Selection-set plans of this execution, by the grouped field set's identity
+        # (graphql-core memoises those per execution, so a list of objects shares one).
+        self.set_plans: dict[int, tuple[Any, GraphQLObjectType, Any]] = {}
+
+    def selection_plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> Any:
+        entry = self.set_plans.get(id(grouped_field_set))
+        if entry is not None and entry[0] is grouped_field_set and entry[1] is parent_type:
+            return entry[2]
+        steps = [(name, fdl, plan_field(parent_type, fdl)) for name, fdl in grouped_field_set.items()]
+        plan = steps if any(step is not None for _, _, step in steps) else None
+        self.set_plans[id(grouped_field_set)] = (grouped_field_set, parent_type, plan)
+        return plan
+
+    def execute_fields(
+        self,
+        parent_type: GraphQLObjectType,
+        source_value: Any,
+        path: Any,
+        grouped_field_set: Any,
+        position_context: Any,
+    ) -> Any:
+        plan = self.selection_plan(parent_type, grouped_field_set) if self.fast_enabled else None
+        if plan is None or position_context is not None:
+            return super().execute_fields(parent_type, source_value, path, grouped_field_set, position_context)
+        try:  # without side effects: graphql-core can start over
+            results, pending = self.complete_plain(parent_type, source_value, plan)
+        except Exception:  # noqa: BLE001 - graphql-core's path reports it exactly
+            return super().execute_fields(parent_type, source_value, path, grouped_field_set, position_context)
+        if not pending:
+            return results
+        return self.execute_pending(parent_type, source_value, path, results, pending)
+
+    def complete_plain(self, parent_type: GraphQLObjectType, source: Any, steps: list) -> tuple[dict, list]:
+        """The plain fields' values, and what is left to run (with placeholders in place)."""
+        results: dict[str, Any] = {}
+        pending: list[tuple[str, Any, Any, Any]] = []
+        is_awaitable = self.is_awaitable
+        for name, fdl, step in steps:
+            if step is None:
+                results[name] = None
+                pending.append((name, fdl, None, None))
+                continue
+            kind = step[0]
+            if kind is _TYPENAME:
+                results[name] = parent_type.name
+                continue
+            value = getattr(source, step[1])
+            if value is None:
+                if step[-1] if kind is _OBJECT else step[3]:  # non-null
+                    raise _Fallback
+                results[name] = None
+                continue
+            if type(value) not in _BASIC and (isinstance(value, Exception) or is_awaitable(value)):
+                raise _Fallback
+            if kind is _OBJECT:
+                results[name] = None
+                pending.append((name, fdl, step, value))
+                continue
+            if step[4] and type(value) is str:
+                results[name] = value  # what String's and ID's coercion returns for a str
+                continue
+            coerced = step[2](value)
+            if coerced is None or coerced is Undefined:
+                raise _Fallback
+            results[name] = coerced
+        return results, pending
+
+    def execute_pending(
+        self, parent_type: GraphQLObjectType, source: Any, path: Any, results: dict[str, Any], pending: list
+    ) -> Any:
+        """graphql-core's ``execute_fields`` loop over the rest, in selection order."""
+        is_awaitable = self.is_awaitable
+        awaitable_fields: list[str] = []
+        try:
+            for name, fdl, step, value in pending:
+                field_path = Path(path, name, parent_type.name)
+                if step is None:
+                    result = self.execute_field(parent_type, source, fdl, field_path, None)
+                    if result is Undefined:
+                        del results[name]
+                        continue
+                else:
+                    result = self.complete_plain_object(step[2], step[3], fdl, field_path, value)
+                results[name] = result
+                if is_awaitable(result):
+                    awaitable_fields.append(name)
+        except Exception:
+            if awaitable_fields:
+                self.settle_in_background([results[field] for field in awaitable_fields])
+            raise
+        if not awaitable_fields:
+            return results
+        return self.gather_fields(results, awaitable_fields)
+
+    @staticmethod
+    async def gather_fields(results: dict[str, Any], awaitable_fields: list[str]) -> dict[str, Any]:
+        if len(awaitable_fields) == 1:
+            field = awaitable_fields[0]
+            results[field] = await results[field]
+        else:
+            awaited = await gather_with_cancel(*(results[field] for field in awaitable_fields))
+            results.update(zip(awaitable_fields, awaited, strict=True))
+        return results
+
+    def complete_plain_object(
+        self, object_type: GraphQLObjectType, field_type: Any, fdl: Any, path: Path, value: Any
+    ) -> Any:
+        """``execute_field`` + ``complete_object_value`` for a plain object field."""
+        try:
+            completed = self.collect_and_execute_subfields(object_type, fdl, path, value, None)
+            if self.is_awaitable(completed):
+                return self.await_object(completed, field_type, fdl, path)
+        except Exception as raw_error:  # noqa: BLE001 - as graphql-core: a field error, located
+            self.handle_field_error(raw_error, field_type, fdl, path)
+            return None
+        return completed
+
+    def complete_list_item_value(
+        self,
+        item: Any,
+        complete_results: list[Any],
+        item_type: Any,
+        field_details_list: Any,
+        info: Any,
+        item_path: Path,
+        position_context: Any,
+    ) -> bool:
+        """A list's object item straight to its fields (graphql-core's otherwise).
+
+        For an object type without ``is_type_of`` (nullable or not) and an item that is
+        neither None nor an exception, graphql-core's ``complete_value`` does nothing but
+        ``complete_object_value``; errors are handled the way graphql-core does here."""
+        object_type = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
+        if (
+            position_context is not None
+            or item is None
+            or not isinstance(object_type, GraphQLObjectType)
+            or object_type.is_type_of is not None
+            or isinstance(item, Exception)
+        ):
+            return super().complete_list_item_value(
+                item, complete_results, item_type, field_details_list, info, item_path, position_context
+            )
+        completed = self.complete_plain_object(object_type, item_type, field_details_list, item_path, item)
+        complete_results.append(completed)
+        return self.is_awaitable(completed)
+
+    async def await_object(self, completed: Any, field_type: Any, fdl: Any, path: Path) -> Any:
+        try:
+            return await completed
+        except Exception as raw_error:  # noqa: BLE001 - as graphql-core: a field error, located
+            self.handle_field_error(raw_error, field_type, fdl, path)
+            return None
