@@ -60,12 +60,22 @@ class FeedLoader(DataLoader[FeedKey, SourceOutcome]):
                 return SourceOutcome(removed, SourceStatus.SKIPPED, error=UnknownSource("source no longer configured"))
             return await self._service.fetch(source, key.search, self._deadline)
 
-        found = list(await asyncio.gather(*(one(k) for k in keys)))
-        self._outcomes.extend(found)
+        # Warm keys answer at once; only the others need a task each (gather's).
+        service = self._service
+        found: list[SourceOutcome | None] = []
+        for key in keys:
+            source = settings.source(key.source_id)
+            found.append(service.fetch_fresh(source, key.search) if source is not None else None)
+        missing = [i for i, outcome in enumerate(found) if outcome is None]
+        if missing:
+            fetched = await asyncio.gather(*(one(keys[i]) for i in missing))
+            for i, outcome in zip(missing, fetched, strict=True):
+                found[i] = outcome
+        self._outcomes.extend(found)  # type: ignore[arg-type]  # every one filled in
         if self._reads is not None:
             for key, outcome in zip(keys, found, strict=True):
-                self._reads.outcome(outcome, self._service.adapter(outcome.source).request_key(key.search))
-        return found
+                self._reads.outcome(outcome, service.adapter(outcome.source).request_key(key.search))  # type: ignore[union-attr]
+        return found  # type: ignore[return-value]
 
 
 class ArticleLoader(DataLoader[str, "NormalizedArticle | None"]):
