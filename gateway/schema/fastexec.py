@@ -61,10 +61,13 @@ _SKIP_INCLUDE = frozenset({"skip", "include"})
 _BASIC = frozenset({str, int, float, bool})
 _STRINGS = (GraphQLString, GraphQLID)
 
-# Kinds of a field's plan (the first item of its tuple); None: graphql-core runs it.
-_TYPENAME = 1  # (_TYPENAME,)
-_LEAF = 2  # (_LEAF, attribute, the type's coerce_output_value, non_null, a str passes unchanged)
-_OBJECT = 3  # (_OBJECT, attribute, object type, the field's type, non_null)
+# A field's plan: (kind, attribute, the leaf type's coerce_output_value, non_null,
+# whether a str passes a leaf unchanged, the object type, the field's type).
+_SLOW = 0  # graphql-core runs it
+_TYPENAME = 1
+_LEAF = 2
+_OBJECT = 3
+SLOW_PLAN = (_SLOW, None, None, False, False, None, None)
 
 _field_plans: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
 
@@ -86,13 +89,13 @@ def _make_field_plan(parent_type: GraphQLObjectType, field_details_list: Any) ->
     for details in field_details_list:
         node = details.node
         if node.arguments or any(d.name.value not in _SKIP_INCLUDE for d in node.directives or ()):
-            return None
+            return SLOW_PLAN
     name = field_details_list[0].node.name.value
     if name == "__typename":
-        return (_TYPENAME,)
+        return (_TYPENAME, None, None, False, False, None, None)
     field_def = parent_type.fields.get(name)
     if field_def is None or field_def.args:
-        return None
+        return SLOW_PLAN
     definition = (field_def.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
     if not (
         isinstance(definition, StrawberryField)
@@ -102,15 +105,15 @@ def _make_field_plan(parent_type: GraphQLObjectType, field_details_list: Any) ->
         and type(definition).get_result is StrawberryField.get_result
         and definition.default_resolver is getattr
     ):
-        return None
+        return SLOW_PLAN
     field_type = field_def.type
     non_null = isinstance(field_type, GraphQLNonNull)
     named = field_type.of_type if non_null else field_type
     if isinstance(named, GraphQLScalarType | GraphQLEnumType):
-        return (_LEAF, definition.python_name, named.coerce_output_value, non_null, named in _STRINGS)
+        return (_LEAF, definition.python_name, named.coerce_output_value, non_null, named in _STRINGS, None, field_type)
     if isinstance(named, GraphQLObjectType) and named.is_type_of is None:
-        return (_OBJECT, definition.python_name, named, field_type, non_null)
-    return None  # lists, interfaces, unions
+        return (_OBJECT, definition.python_name, None, non_null, False, named, field_type)
+    return SLOW_PLAN  # lists, interfaces, unions
 
 
 class _Fallback(Exception):
@@ -127,13 +130,16 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         # Selection-set plans of this execution, by the grouped field set's identity
         # (graphql-core memoises those per execution, so a list of objects shares one).
         self.set_plans: dict[int, tuple[Any, GraphQLObjectType, Any]] = {}
+        # Sub-selections of plain object fields and list items: by the field's
+        # FieldDetailsList (one object per execution, like graphql-core's memo).
+        self.sub_plans: dict[tuple[int, int], tuple[Any, GraphQLObjectType, Any, Any, Any]] = {}
 
     def selection_plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> Any:
         entry = self.set_plans.get(id(grouped_field_set))
         if entry is not None and entry[0] is grouped_field_set and entry[1] is parent_type:
             return entry[2]
-        steps = [(name, fdl, plan_field(parent_type, fdl)) for name, fdl in grouped_field_set.items()]
-        plan = steps if any(step is not None for _, _, step in steps) else None
+        steps = [(name, fdl, *plan_field(parent_type, fdl)) for name, fdl in grouped_field_set.items()]
+        plan = steps if any(step[2] != _SLOW for step in steps) else None
         self.set_plans[id(grouped_field_set)] = (grouped_field_set, parent_type, plan)
         return plan
 
@@ -148,44 +154,46 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         plan = self.selection_plan(parent_type, grouped_field_set) if self.fast_enabled else None
         if plan is None or position_context is not None:
             return super().execute_fields(parent_type, source_value, path, grouped_field_set, position_context)
+        return self.run_plan(parent_type, source_value, path, grouped_field_set, plan)
+
+    def run_plan(self, parent_type: GraphQLObjectType, source: Any, path: Any, grouped_field_set: Any, plan: list) -> Any:
         try:  # without side effects: graphql-core can start over
-            results, pending = self.complete_plain(parent_type, source_value, plan)
+            results, pending = self.complete_plain(parent_type, source, plan)
         except Exception:  # noqa: BLE001 - graphql-core's path reports it exactly
-            return super().execute_fields(parent_type, source_value, path, grouped_field_set, position_context)
+            return super().execute_fields(parent_type, source, path, grouped_field_set, None)
         if not pending:
             return results
-        return self.execute_pending(parent_type, source_value, path, results, pending)
+        return self.execute_pending(parent_type, source, path, results, pending)
 
     def complete_plain(self, parent_type: GraphQLObjectType, source: Any, steps: list) -> tuple[dict, list]:
         """The plain fields' values, and what is left to run (with placeholders in place)."""
         results: dict[str, Any] = {}
         pending: list[tuple[str, Any, Any, Any]] = []
         is_awaitable = self.is_awaitable
-        for name, fdl, step in steps:
-            if step is None:
+        for name, fdl, kind, attr, coerce, non_null, str_passes, object_type, _field_type in steps:
+            if kind is _SLOW:
                 results[name] = None
                 pending.append((name, fdl, None, None))
                 continue
-            kind = step[0]
             if kind is _TYPENAME:
                 results[name] = parent_type.name
                 continue
-            value = getattr(source, step[1])
+            value = getattr(source, attr)
             if value is None:
-                if step[-1] if kind is _OBJECT else step[3]:  # non-null
+                if non_null:
                     raise _Fallback
                 results[name] = None
                 continue
             if type(value) not in _BASIC and (isinstance(value, Exception) or is_awaitable(value)):
                 raise _Fallback
-            if kind is _OBJECT:
+            if object_type is not None:
                 results[name] = None
-                pending.append((name, fdl, step, value))
+                pending.append((name, fdl, (object_type, _field_type), value))
                 continue
-            if step[4] and type(value) is str:
+            if str_passes and type(value) is str:
                 results[name] = value  # what String's and ID's coercion returns for a str
                 continue
-            coerced = step[2](value)
+            coerced = coerce(value)
             if coerced is None or coerced is Undefined:
                 raise _Fallback
             results[name] = coerced
@@ -206,7 +214,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
                         del results[name]
                         continue
                 else:
-                    result = self.complete_plain_object(step[2], step[3], fdl, field_path, value)
+                    result = self.complete_plain_object(step[0], step[1], fdl, field_path, value)
                 results[name] = result
                 if is_awaitable(result):
                     awaitable_fields.append(name)
@@ -233,13 +241,28 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
     ) -> Any:
         """``execute_field`` + ``complete_object_value`` for a plain object field."""
         try:
-            completed = self.collect_and_execute_subfields(object_type, fdl, path, value, None)
+            completed = self.execute_subselection(object_type, fdl, path, value)
             if self.is_awaitable(completed):
                 return self.await_object(completed, field_type, fdl, path)
         except Exception as raw_error:  # noqa: BLE001 - as graphql-core: a field error, located
             self.handle_field_error(raw_error, field_type, fdl, path)
             return None
         return completed
+
+    def execute_subselection(self, object_type: GraphQLObjectType, fdl: Any, path: Path, value: Any) -> Any:
+        """``collect_and_execute_subfields``, with the collected fields and their plan
+        looked up once per execution."""
+        key = (id(object_type), id(fdl))
+        entry = self.sub_plans.get(key)
+        if entry is None or entry[0] is not fdl or entry[1] is not object_type:
+            grouped_field_set, new_defer_usages, _forbidden = self.collect_subfields(object_type, fdl)
+            plan = None if new_defer_usages else self.selection_plan(object_type, grouped_field_set)
+            entry = (fdl, object_type, grouped_field_set, new_defer_usages, plan)
+            self.sub_plans[key] = entry  # fdl kept: its id cannot be reused meanwhile
+        _, _, grouped_field_set, new_defer_usages, plan = entry
+        if plan is not None and self.fast_enabled:
+            return self.run_plan(object_type, value, path, grouped_field_set, plan)
+        return self.execute_collected_subfields(object_type, value, path, grouped_field_set, new_defer_usages, None)
 
     def complete_list_item_value(
         self,
