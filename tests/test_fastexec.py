@@ -24,7 +24,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from gateway.app import create_app
 from gateway.context import build_context
 from gateway.schema import build_schema
-from gateway.schema.fastexec import FastExecutor, plan_field
+from gateway.schema.fastexec import FastExecutor, context_only, plan_field
 from gateway.settings import Settings
 from tests.clock import FakeClock
 from tests.helpers import RunningGateway
@@ -87,10 +87,31 @@ class Owner:
         raise ValueError("really no luck")
 
     @strawberry.field
+    @context_only
+    def gift(self, info: strawberry.Info) -> Toy:
+        return _gift(self, info)  # type: ignore[return-value]
+
+    @strawberry.field
+    @context_only
+    def maybe_gift(self, info: strawberry.Info) -> Toy | None:
+        return _gift(self, info)
+
+    @strawberry.field
     async def later(self) -> Pet:
         await asyncio.sleep(0)
         return self.pet
 
+
+def _gift(owner: Any, info: Any) -> Toy | None:
+    what = info.context["gift"]
+    if what == "raise":
+        raise ValueError(f"no gift for {owner.name}")
+    if what == "none":
+        return None
+    return Toy(label=f"for {owner.name}", price=len(str(owner.name)))
+
+
+GIFTS = {"float_weight": "none", "int_name": "raise", "bad_enum": "none", "not_a_list": "raise"}
 
 Thing = Annotated[Pet | Toy, strawberry.union("Thing")]
 
@@ -180,14 +201,16 @@ OWNER_FIELDS = """
   loosePets { name }
   ... on Owner { pet { name color } }
   later { name @include(if: $yes) age @skip(if: $yes) }
+  maybeGift { label price }
 """
 MINI_DOCS = [
     "query Q($kind: String!, $yes: Boolean!) { owner(kind: $kind) {" + OWNER_FIELDS + "} }"
     " fragment P on Pet { born color }",
     "query Q($kind: String!, $yes: Boolean!) { strictOwner(kind: $kind) {" + OWNER_FIELDS + "} other: owner(kind:"
     ' "plain") { name } } fragment P on Pet { born color }',
-    "query Q($kind: String!, $yes: Boolean!) { owner(kind: $kind) { name failsHard } }",
-    "query Q($yes: Boolean!) { owners { name pets { name } loosePets { name age } } }",
+    "query Q($kind: String!) { owner(kind: $kind) { name failsHard } }",
+    "query Q($kind: String!) { owner(kind: $kind) { name gift { label price __typename } } }",
+    "query Q { owners { name pets { name } loosePets { name age } } }",
     (
         "query Q($yes: Boolean!) { named { __typename name ... on Cat { lives toy { label @skip(if: $yes) price } } } "
         "things { __typename ... on Toy { label price } ... on Pet { name born } } }"
@@ -201,7 +224,9 @@ class ResolveMiddleware(SchemaExtension):
 
 
 def _mini(executor: type, extensions: tuple = ()) -> strawberry.Schema:
-    return strawberry.Schema(query=MiniQuery, execution_context_class=executor, extensions=list(extensions))
+    return strawberry.Schema(
+        query=MiniQuery, types=[Cat], execution_context_class=executor, extensions=list(extensions)
+    )
 
 
 def _answer(result: Any) -> bytes:
@@ -212,12 +237,16 @@ def _answer(result: Any) -> bytes:
 @pytest.mark.parametrize("doc", MINI_DOCS)
 @pytest.mark.parametrize("kind", sorted(OWNERS))
 async def test_same_answer_as_graphql_core_in_every_corner(doc: str, kind: str) -> None:
-    variables: dict[str, Any] = {"yes": kind != "plain"}
+    variables: dict[str, Any] = {}
+    if "$yes" in doc:
+        variables["yes"] = kind != "plain"
     if "$kind" in doc:
         variables["kind"] = kind
-    slow = await _mini(StrawberryGraphQLCoreExecutionContext).execute(doc, variable_values=variables)
-    fast = await _mini(FastExecutor).execute(doc, variable_values=variables)
-    with_middleware = await _mini(FastExecutor, (ResolveMiddleware,)).execute(doc, variable_values=variables)
+    context = {"gift": GIFTS.get(kind, "ok")}
+    slow = await _mini(StrawberryGraphQLCoreExecutionContext).execute(doc, variables, context)
+    fast = await _mini(FastExecutor).execute(doc, variables, context)
+    with_middleware = await _mini(FastExecutor, (ResolveMiddleware,)).execute(doc, variables, context)
+    assert all(e.path for e in slow.errors or ())  # execution errors, not a refused document
     assert _answer(fast) == _answer(slow)
     assert _answer(with_middleware) == _answer(slow)
 
@@ -226,16 +255,22 @@ async def test_the_corners_do_reach_errors_and_nulls() -> None:
     # the comparison above means something only if these cases are not all clean
     fast = _mini(FastExecutor)
     doc = MINI_DOCS[0]
-    null_name = await fast.execute(doc, variable_values={"kind": "null_name", "yes": True})
+    null_name = await fast.execute(doc, {"kind": "null_name", "yes": True}, {"gift": "ok"})
     assert null_name.data == {"owner": None}
     assert "Cannot return null for non-nullable field Owner.name." in null_name.errors[0].message
-    raising = await fast.execute(doc, variable_values={"kind": "raising_attr", "yes": True})
+    raising = await fast.execute(doc, {"kind": "raising_attr", "yes": True}, {"gift": "ok"})
     assert [e.path for e in raising.errors] == [["owner", "fails"], ["owner", "pet", "weight"]]
-    plain = await fast.execute(doc, variable_values={"kind": "plain", "yes": False})
+    plain = await fast.execute(doc, {"kind": "plain", "yes": False}, {"gift": "ok"})
     assert plain.data["owner"]["pet"] == {
         "__typename": "Pet", "name": "rex", "age": 3, "color": "BLUE", "born": "2021-05-06T07:08:09+00:00", "weight": None
     }
     assert list(plain.data["owner"])[:4] == ["__typename", "name", "n2", "shout"]  # selection order
+    assert plain.data["owner"]["maybeGift"] == {"label": "for ann", "price": 3}
+    gifts = {k: await fast.execute(MINI_DOCS[3], {"kind": k}, {"gift": GIFTS.get(k, "ok")})
+             for k in ("plain", "int_name", "float_weight")}
+    assert gifts["plain"].data["owner"]["gift"]["label"] == "for ann"
+    assert gifts["int_name"].errors[0].message == "no gift for 7" and gifts["int_name"].data == {"owner": None}
+    assert "Cannot return null for non-nullable field Owner.gift." in gifts["float_weight"].errors[0].message
 
 
 def test_plain_fields_are_planned_and_resolvers_are_not() -> None:
@@ -251,7 +286,8 @@ def test_plain_fields_are_planned_and_resolvers_are_not() -> None:
     assert plan("Article", "title")[1] == "title"
     assert plan("Article", "publishedAt")[1] == "published_at"
     assert plan("ArticleEdge", "node")[1] == "node"  # a plain object field
-    assert plan("Article", "source")[0] == 0  # a resolver: graphql-core runs it
+    assert plan("Article", "source")[0] == 4  # a resolver that reads only the context
+    assert plan("SourceResult", "ageSeconds")[0] == 0  # a resolver: graphql-core runs it
     assert plan("Article", "comments")[0] == 0  # arguments
     assert plan("ArticleConnection", "edges")[0] == 0
     assert schema.execution_context_class is FastExecutor
@@ -302,6 +338,7 @@ async def test_same_answer_as_graphql_core_on_the_real_schema(real: RunningGatew
         await services.source_service.settle(timeout_s=10)
         slow = await slow_schema.execute(doc, variable_values=variables, context_value=build_context(services))
         fast = await fast_schema.execute(doc, variable_values=variables, context_value=build_context(services))
+        assert all(e.path for e in slow.errors or ()), doc  # execution errors, not a refused document
         assert _answer(fast) == _answer(slow), doc
     # and the answers are not trivial ones
     front = await fast_schema.execute(REAL_DOCS[0][0], variable_values={"first": 12},

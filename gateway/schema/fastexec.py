@@ -67,7 +67,26 @@ _SLOW = 0  # graphql-core runs it
 _TYPENAME = 1
 _LEAF = 2
 _OBJECT = 3
+_CONTEXT = 4  # a resolver marked @context_only; the attribute slot holds its function
 SLOW_PLAN = (_SLOW, None, None, False, False, None, None)
+
+
+def context_only(resolver: Any) -> Any:
+    """Marks a sync resolver without arguments that reads nothing of ``info`` but
+    ``info.context``: the fast executor then calls it as ``resolver(root, info)`` with
+    an ``info`` that has only ``.context`` (Strawberry's wrappers cost more than most
+    such resolvers). Anything else on ``info`` raises AttributeError there."""
+    resolver.gateway_context_only = True
+    return resolver
+
+
+class ContextInfo:
+    """The ``info`` a :func:`context_only` resolver gets from the fast executor."""
+
+    __slots__ = ("context",)
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
 
 _field_plans: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
 
@@ -99,16 +118,28 @@ def _make_field_plan(parent_type: GraphQLObjectType, field_details_list: Any) ->
     definition = (field_def.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
     if not (
         isinstance(definition, StrawberryField)
-        and definition.base_resolver is None
         and not definition.extensions
         and not definition.is_subscription
         and type(definition).get_result is StrawberryField.get_result
-        and definition.default_resolver is getattr
     ):
         return SLOW_PLAN
     field_type = field_def.type
     non_null = isinstance(field_type, GraphQLNonNull)
     named = field_type.of_type if non_null else field_type
+    resolver = definition.base_resolver
+    if resolver is not None:
+        func = resolver.wrapped_func
+        if (
+            getattr(func, "gateway_context_only", False)
+            and not resolver.is_async
+            and not resolver.arguments
+            and isinstance(named, GraphQLObjectType)
+            and named.is_type_of is None
+        ):
+            return (_CONTEXT, func, field_def, non_null, False, named, field_type)
+        return SLOW_PLAN
+    if definition.default_resolver is not getattr:
+        return SLOW_PLAN
     if isinstance(named, GraphQLScalarType | GraphQLEnumType):
         return (_LEAF, definition.python_name, named.coerce_output_value, non_null, named in _STRINGS, None, field_type)
     if isinstance(named, GraphQLObjectType) and named.is_type_of is None:
@@ -178,6 +209,10 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             if kind is _TYPENAME:
                 results[name] = parent_type.name
                 continue
+            if kind is _CONTEXT:
+                results[name] = None
+                pending.append((name, fdl, (object_type, _field_type, attr, coerce), None))
+                continue
             value = getattr(source, attr)
             if value is None:
                 if non_null:
@@ -213,8 +248,10 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
                     if result is Undefined:
                         del results[name]
                         continue
-                else:
+                elif len(step) == 2:
                     result = self.complete_plain_object(step[0], step[1], fdl, field_path, value)
+                else:
+                    result = self.execute_context_field(parent_type, source, fdl, field_path, step)
                 results[name] = result
                 if is_awaitable(result):
                     awaitable_fields.append(name)
@@ -248,6 +285,25 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             self.handle_field_error(raw_error, field_type, fdl, path)
             return None
         return completed
+
+    def execute_context_field(self, parent_type: GraphQLObjectType, source: Any, fdl: Any, path: Path, step: tuple) -> Any:
+        """``execute_field`` for a :func:`context_only` resolver of an object type."""
+        object_type, field_type, resolver, field_def = step
+        try:
+            result = resolver(source, ContextInfo(self.context_value))
+            if result is not None and not isinstance(result, Exception) and not self.is_awaitable(result):
+                return self.complete_plain_object(object_type, field_type, fdl, path, result)
+            # anything unusual: graphql-core's completion, as its execute_field does it
+            info = self.build_resolve_info(field_def, [details.node for details in fdl], parent_type, path)
+            if self.is_awaitable(result):
+                return self.complete_awaitable_value(field_type, fdl, info, path, result, None)
+            completed = self.complete_value(field_type, fdl, info, path, result, None)
+            if self.is_awaitable(completed):
+                return self.await_object(completed, field_type, fdl, path)
+            return completed
+        except Exception as raw_error:  # noqa: BLE001 - as graphql-core: a field error, located
+            self.handle_field_error(raw_error, field_type, fdl, path)
+            return None
 
     def execute_subselection(self, object_type: GraphQLObjectType, fdl: Any, path: Path, value: Any) -> Any:
         """``collect_and_execute_subfields``, with the collected fields and their plan

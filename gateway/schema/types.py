@@ -20,6 +20,7 @@ from gateway.errors import SourceError as DomainSourceError
 from gateway.outcomes import SourceOutcome, SourceStatus
 from gateway.paging import encode_cursor
 from gateway.resilience.breaker import BreakerSnapshot, BreakerState
+from gateway.schema.fastexec import context_only
 from gateway.settings import MAX_FIRST, MAX_STATS_WINDOW_MINUTES, SourceConfig, SourceKind
 from gateway.sources.base import HNItem, NormalizedArticle
 from gateway.store import stats as stats_queries
@@ -183,6 +184,7 @@ class Article:
     comment_count: int | None = strawberry.field(description="Number of comments (Hacker News only).")
 
     @strawberry.field(description="The source that brought this article.")
+    @context_only
     def source(self, info: Info) -> Source:
         return source_of(info, self.source_id)  # type: ignore[attr-defined]
 
