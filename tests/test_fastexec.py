@@ -346,3 +346,20 @@ async def test_same_answer_as_graphql_core_on_the_real_schema(real: RunningGatew
     assert len(front.data["articles"]["edges"]) == 12 and not front.errors
     failing = await fast_schema.execute(REAL_DOCS[2][0], context_value=build_context(services))
     assert failing.errors and failing.data == {"articles": None, "sources": failing.data["sources"]}
+
+
+def test_field_plans_live_as_long_as_their_document() -> None:
+    import gc
+
+    from graphql import parse
+
+    from gateway.schema import fastexec
+
+    before = len(fastexec._plans_by_operation)
+    document = parse("{ a }")
+    plans = fastexec.operation_plans(document.definitions[0])
+    assert fastexec.operation_plans(document.definitions[0]) is plans
+    assert len(fastexec._plans_by_operation) == before + 1
+    del document, plans
+    gc.collect()
+    assert len(fastexec._plans_by_operation) == before

@@ -36,6 +36,7 @@ to hit every corner and on the real one.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from graphql import (
@@ -52,9 +53,27 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
 
-#: Field plans kept across requests, by (parent type, field node); cleared when full.
-#: Nodes come from the document cache, so the same document text reuses its plans.
-FIELD_PLAN_CACHE_SIZE = 8192
+# Field plans by operation (by identity, weakly: they live as long as the parsed document,
+# which the document cache keeps; nodes hash by structure, slowly), then by (parent type,
+# field node) ids.
+_plans_by_operation: dict[int, tuple[weakref.ref, dict[tuple[int, int], tuple[Any, Any, Any]]]] = {}
+
+
+def operation_plans(operation: Any) -> dict[tuple[int, int], tuple[Any, Any, Any]]:
+    key = id(operation)
+    entry = _plans_by_operation.get(key)
+    if entry is not None and entry[0]() is operation:
+        return entry[1]
+
+    def forget(ref: weakref.ref) -> None:
+        current = _plans_by_operation.get(key)
+        if current is not None and current[0] is ref:
+            del _plans_by_operation[key]
+
+    plans: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
+    _plans_by_operation[key] = (weakref.ref(operation, forget), plans)
+    return plans
+
 
 _SKIP_INCLUDE = frozenset({"skip", "include"})
 #: Types that are never awaitable and never an exception: no check needed beyond coercion.
@@ -88,19 +107,17 @@ class ContextInfo:
     def __init__(self, context: Any) -> None:
         self.context = context
 
-_field_plans: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
-
-
-def plan_field(parent_type: GraphQLObjectType, field_details_list: Any) -> Any:
+def plan_field(parent_type: GraphQLObjectType, field_details_list: Any, plans: dict | None = None) -> tuple:
+    """The plan of one field; ``plans`` (an operation's) memoises it."""
+    if plans is None:
+        return _make_field_plan(parent_type, field_details_list)
     node = field_details_list[0].node
     key = (id(parent_type), id(node))
-    cached = _field_plans.get(key)
+    cached = plans.get(key)
     if cached is not None and cached[0] is parent_type and cached[1] is node:
         return cached[2]
     plan = _make_field_plan(parent_type, field_details_list)
-    if len(_field_plans) >= FIELD_PLAN_CACHE_SIZE:
-        _field_plans.clear()
-    _field_plans[key] = (parent_type, node, plan)  # both kept: their ids cannot be reused meanwhile
+    plans[key] = (parent_type, node, plan)  # both kept: their ids cannot be reused meanwhile
     return plan
 
 
@@ -164,12 +181,14 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         # Sub-selections of plain object fields and list items: by the field's
         # FieldDetailsList (one object per execution, like graphql-core's memo).
         self.sub_plans: dict[tuple[int, int], tuple[Any, GraphQLObjectType, Any, Any, Any]] = {}
+        self.field_plans = operation_plans(self.operation)
 
     def selection_plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> Any:
         entry = self.set_plans.get(id(grouped_field_set))
         if entry is not None and entry[0] is grouped_field_set and entry[1] is parent_type:
             return entry[2]
-        steps = [(name, fdl, *plan_field(parent_type, fdl)) for name, fdl in grouped_field_set.items()]
+        plans = self.field_plans
+        steps = [(name, fdl, *plan_field(parent_type, fdl, plans)) for name, fdl in grouped_field_set.items()]
         plan = steps if any(step[2] != _SLOW for step in steps) else None
         self.set_plans[id(grouped_field_set)] = (grouped_field_set, parent_type, plan)
         return plan
