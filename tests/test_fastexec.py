@@ -97,6 +97,22 @@ class Owner:
         return _gift(self, info)
 
     @strawberry.field
+    @context_only
+    def gift_count(self, info: strawberry.Info) -> int:
+        gift = _gift(self, info)
+        return gift.price * 2**31 if info.context["gift"] == "big" else (gift and gift.price)  # type: ignore[return-value]
+
+    @strawberry.field
+    @context_only
+    def where(self, info: strawberry.Info) -> str:
+        return "/".join(map(str, info.path.as_list()))
+
+    @strawberry.field
+    @context_only
+    def toys(self) -> list[Toy]:
+        return [Toy(label=p.name, price=1) for p in self.pets]
+
+    @strawberry.field
     async def later(self) -> Pet:
         await asyncio.sleep(0)
         return self.pet
@@ -111,7 +127,7 @@ def _gift(owner: Any, info: Any) -> Toy | None:
     return Toy(label=f"for {owner.name}", price=len(str(owner.name)))
 
 
-GIFTS = {"float_weight": "none", "int_name": "raise", "bad_enum": "none", "not_a_list": "raise"}
+GIFTS = {"float_weight": "none", "int_name": "raise", "bad_enum": "none", "not_a_list": "raise", "null_item": "big"}
 
 Thing = Annotated[Pet | Toy, strawberry.union("Thing")]
 
@@ -209,7 +225,8 @@ MINI_DOCS = [
     "query Q($kind: String!, $yes: Boolean!) { strictOwner(kind: $kind) {" + OWNER_FIELDS + "} other: owner(kind:"
     ' "plain") { name } } fragment P on Pet { born color }',
     "query Q($kind: String!) { owner(kind: $kind) { name failsHard } }",
-    "query Q($kind: String!) { owner(kind: $kind) { name gift { label price __typename } } }",
+    "query Q($kind: String!) { owner(kind: $kind) { name gift { label price __typename } giftCount where"
+    " toys { label } } }",
     "query Q { owners { name pets { name } loosePets { name age } } }",
     (
         "query Q($yes: Boolean!) { named { __typename name ... on Cat { lives toy { label @skip(if: $yes) price } } } "
@@ -271,6 +288,10 @@ async def test_the_corners_do_reach_errors_and_nulls() -> None:
     assert gifts["plain"].data["owner"]["gift"]["label"] == "for ann"
     assert gifts["int_name"].errors[0].message == "no gift for 7" and gifts["int_name"].data == {"owner": None}
     assert "Cannot return null for non-nullable field Owner.gift." in gifts["float_weight"].errors[0].message
+    assert gifts["plain"].data["owner"]["where"] == "owner/where"
+    assert gifts["plain"].data["owner"]["toys"] == [{"label": "a"}, {"label": "b"}]
+    big = await fast.execute(MINI_DOCS[3], {"kind": "null_item"}, {"gift": "big"})
+    assert "Int cannot represent non 32-bit signed integer value" in big.errors[0].message
 
 
 def test_plain_fields_are_planned_and_resolvers_are_not() -> None:
@@ -287,9 +308,10 @@ def test_plain_fields_are_planned_and_resolvers_are_not() -> None:
     assert plan("Article", "publishedAt")[1] == "published_at"
     assert plan("ArticleEdge", "node")[1] == "node"  # a plain object field
     assert plan("Article", "source")[0] == 4  # a resolver that reads only the context
-    assert plan("SourceResult", "ageSeconds")[0] == 0  # a resolver: graphql-core runs it
-    assert plan("Article", "comments")[0] == 0  # arguments
-    assert plan("ArticleConnection", "edges")[0] == 0
+    assert plan("SourceResult", "ageSeconds")[0] == 4  # ... and the path
+    assert plan("ArticleConnection", "edges")[0] == 4  # ... or nothing
+    assert plan("Article", "comments")[0] == 0  # arguments, async: graphql-core runs it
+    assert plan("Query", "health")[0] == 0
     assert schema.execution_context_class is FastExecutor
 
 

@@ -36,6 +36,7 @@ to hit every corner and on the real one.
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from typing import Any
 
@@ -86,26 +87,28 @@ _SLOW = 0  # graphql-core runs it
 _TYPENAME = 1
 _LEAF = 2
 _OBJECT = 3
-_CONTEXT = 4  # a resolver marked @context_only; the attribute slot holds its function
+_CONTEXT = 4  # a resolver marked @context_only; the attribute slot: (function, takes info, field)
 SLOW_PLAN = (_SLOW, None, None, False, False, None, None)
 
 
 def context_only(resolver: Any) -> Any:
     """Marks a sync resolver without arguments that reads nothing of ``info`` but
-    ``info.context``: the fast executor then calls it as ``resolver(root, info)`` with
-    an ``info`` that has only ``.context`` (Strawberry's wrappers cost more than most
-    such resolvers). Anything else on ``info`` raises AttributeError there."""
-    resolver.gateway_context_only = True
+    ``info.context`` and ``info.path`` (or takes no ``info`` at all): the fast executor
+    then calls it as ``resolver(root, info)`` (or ``resolver(root)``) with an ``info``
+    that has only those two (Strawberry's wrappers cost more than most such resolvers).
+    Anything else on ``info`` raises AttributeError there."""
+    resolver.gateway_context_only = len(inspect.signature(resolver).parameters)
     return resolver
 
 
 class ContextInfo:
     """The ``info`` a :func:`context_only` resolver gets from the fast executor."""
 
-    __slots__ = ("context",)
+    __slots__ = ("context", "path")
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, path: Path) -> None:
         self.context = context
+        self.path = path
 
 def plan_field(parent_type: GraphQLObjectType, field_details_list: Any, plans: dict | None = None) -> tuple:
     """The plan of one field; ``plans`` (an operation's) memoises it."""
@@ -146,14 +149,12 @@ def _make_field_plan(parent_type: GraphQLObjectType, field_details_list: Any) ->
     resolver = definition.base_resolver
     if resolver is not None:
         func = resolver.wrapped_func
-        if (
-            getattr(func, "gateway_context_only", False)
-            and not resolver.is_async
-            and not resolver.arguments
-            and isinstance(named, GraphQLObjectType)
-            and named.is_type_of is None
-        ):
-            return (_CONTEXT, func, field_def, non_null, False, named, field_type)
+        params = getattr(func, "gateway_context_only", 0)
+        if params in (1, 2) and not resolver.is_async and not resolver.arguments:
+            plain_object = named if isinstance(named, GraphQLObjectType) and named.is_type_of is None else None
+            leaf = isinstance(named, GraphQLScalarType | GraphQLEnumType)
+            coerce = named.coerce_output_value if leaf else None
+            return (_CONTEXT, (func, params == 2, field_def), coerce, non_null, False, plain_object, field_type)
         return SLOW_PLAN
     if definition.default_resolver is not getattr:
         return SLOW_PLAN
@@ -230,7 +231,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
                 continue
             if kind is _CONTEXT:
                 results[name] = None
-                pending.append((name, fdl, (object_type, _field_type, attr, coerce), None))
+                pending.append((name, fdl, (object_type, _field_type, attr, coerce, non_null), None))
                 continue
             value = getattr(source, attr)
             if value is None:
@@ -306,13 +307,21 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         return completed
 
     def execute_context_field(self, parent_type: GraphQLObjectType, source: Any, fdl: Any, path: Path, step: tuple) -> Any:
-        """``execute_field`` for a :func:`context_only` resolver of an object type."""
-        object_type, field_type, resolver, field_def = step
+        """``execute_field`` for a :func:`context_only` resolver."""
+        object_type, field_type, (resolver, takes_info, field_def), coerce, non_null = step
         try:
-            result = resolver(source, ContextInfo(self.context_value))
-            if result is not None and not isinstance(result, Exception) and not self.is_awaitable(result):
-                return self.complete_plain_object(object_type, field_type, fdl, path, result)
-            # anything unusual: graphql-core's completion, as its execute_field does it
+            result = resolver(source, ContextInfo(self.context_value, path)) if takes_info else resolver(source)
+            if result is None:
+                if not non_null:
+                    return None
+            elif object_type is not None:
+                if not isinstance(result, Exception) and not self.is_awaitable(result):
+                    return self.complete_plain_object(object_type, field_type, fdl, path, result)
+            elif coerce is not None and type(result) in _BASIC:
+                coerced = coerce(result)
+                if coerced is not None and coerced is not Undefined:
+                    return coerced
+            # anything else: graphql-core's completion, as its execute_field does it
             info = self.build_resolve_info(field_def, [details.node for details in fdl], parent_type, path)
             if self.is_awaitable(result):
                 return self.complete_awaitable_value(field_type, fdl, info, path, result, None)
