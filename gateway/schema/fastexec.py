@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import inspect
 import weakref
+from types import CoroutineType, GeneratorType
 from typing import Any
 
 from graphql import (
@@ -79,6 +80,21 @@ def operation_plans(operation: Any) -> dict[tuple[int, int], tuple[Any, Any, Any
 _SKIP_INCLUDE = frozenset({"skip", "include"})
 #: Types that are never awaitable and never an exception: no check needed beyond coercion.
 _BASIC = frozenset({str, int, float, bool})
+# Other types found to be the same, by the checks graphql-core makes on a value (an
+# Exception, Strawberry's is_awaitable): only types whose instances have no __dict__,
+# so no instance can differ from its type (datetime, slotted dataclasses).
+_inert_types: dict[type, bool] = dict.fromkeys(_BASIC, True)
+
+
+def _inert(cls: type) -> bool:
+    inert = _inert_types.get(cls)
+    if inert is None:
+        inert = _inert_types[cls] = (
+            cls.__dictoffset__ == 0
+            and not issubclass(cls, BaseException | CoroutineType | GeneratorType)
+            and not hasattr(cls, "__await__")
+        )
+    return inert
 _STRINGS = (GraphQLString, GraphQLID)
 
 # A field's plan: (kind, attribute, the leaf type's coerce_output_value, non_null,
@@ -239,7 +255,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
                     raise _Fallback
                 results[name] = None
                 continue
-            if type(value) not in _BASIC and (isinstance(value, Exception) or is_awaitable(value)):
+            if not _inert(type(value)) and (isinstance(value, Exception) or is_awaitable(value)):
                 raise _Fallback
             if object_type is not None:
                 results[name] = None
