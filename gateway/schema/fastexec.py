@@ -84,6 +84,8 @@ _BASIC = frozenset({str, int, float, bool})
 # Exception, Strawberry's is_awaitable): only types whose instances have no __dict__,
 # so no instance can differ from its type (datetime, slotted dataclasses).
 _inert_types: dict[type, bool] = dict.fromkeys(_BASIC, True)
+#: What a completed field can be without being awaitable.
+_DONE = frozenset({dict, list, str, int, float, bool, type(None)})
 
 
 def _inert(cls: type) -> bool:
@@ -197,7 +199,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         self.set_plans: dict[int, tuple[Any, GraphQLObjectType, Any]] = {}
         # Sub-selections of plain object fields and list items: by the field's
         # FieldDetailsList (one object per execution, like graphql-core's memo).
-        self.sub_plans: dict[tuple[int, int], tuple[Any, GraphQLObjectType, Any, Any, Any]] = {}
+        self.sub_plans: dict[int, tuple[Any, GraphQLObjectType, Any, Any, Any]] = {}
         self.field_plans = operation_plans(self.operation)
 
     def selection_plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> Any:
@@ -255,7 +257,12 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
                     raise _Fallback
                 results[name] = None
                 continue
-            if not _inert(type(value)) and (isinstance(value, Exception) or is_awaitable(value)):
+            cls = type(value)
+            if (
+                cls not in _BASIC
+                and not (_inert_types.get(cls) or _inert(cls))
+                and (isinstance(value, Exception) or is_awaitable(value))
+            ):
                 raise _Fallback
             if object_type is not None:
                 results[name] = None
@@ -289,7 +296,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
                 else:
                     result = self.execute_context_field(parent_type, source, fdl, field_path, step)
                 results[name] = result
-                if is_awaitable(result):
+                if type(result) not in _DONE and is_awaitable(result):
                     awaitable_fields.append(name)
         except Exception:
             if awaitable_fields:
@@ -315,7 +322,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         """``execute_field`` + ``complete_object_value`` for a plain object field."""
         try:
             completed = self.execute_subselection(object_type, fdl, path, value)
-            if self.is_awaitable(completed):
+            if type(completed) is not dict and self.is_awaitable(completed):
                 return self.await_object(completed, field_type, fdl, path)
         except Exception as raw_error:  # noqa: BLE001 - as graphql-core: a field error, located
             self.handle_field_error(raw_error, field_type, fdl, path)
@@ -352,7 +359,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
     def execute_subselection(self, object_type: GraphQLObjectType, fdl: Any, path: Path, value: Any) -> Any:
         """``collect_and_execute_subfields``, with the collected fields and their plan
         looked up once per execution."""
-        key = (id(object_type), id(fdl))
+        key = id(fdl)  # one object type per field here (abstract types take graphql-core's path)
         entry = self.sub_plans.get(key)
         if entry is None or entry[0] is not fdl or entry[1] is not object_type:
             grouped_field_set, new_defer_usages, _forbidden = self.collect_subfields(object_type, fdl)
@@ -392,7 +399,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             )
         completed = self.complete_plain_object(object_type, item_type, field_details_list, item_path, item)
         complete_results.append(completed)
-        return self.is_awaitable(completed)
+        return type(completed) is not dict and self.is_awaitable(completed)
 
     async def await_object(self, completed: Any, field_type: Any, fdl: Any, path: Path) -> Any:
         try:
