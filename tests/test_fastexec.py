@@ -44,6 +44,11 @@ class Toy:
     price: int
 
 
+@strawberry.type
+class Refusal:
+    reason: str
+
+
 @strawberry.interface
 class Named:
     name: str
@@ -95,6 +100,11 @@ class Owner:
     @context_only
     def maybe_gift(self, info: strawberry.Info) -> Toy | None:
         return _gift(self, info)
+
+    @strawberry.field
+    @context_only
+    def gift_or_refusal(self, info: strawberry.Info) -> Annotated[Toy | Refusal, strawberry.union("GiftOr")]:
+        return _gift(self, info) or Refusal(reason="none")
 
     @strawberry.field
     @context_only
@@ -226,7 +236,7 @@ MINI_DOCS = [
     ' "plain") { name } } fragment P on Pet { born color }',
     "query Q($kind: String!) { owner(kind: $kind) { name failsHard } }",
     "query Q($kind: String!) { owner(kind: $kind) { name gift { label price __typename } giftCount where"
-    " toys { label } } }",
+    " toys { label } giftOrRefusal { __typename ... on Refusal { reason } ... on Toy { label } } } }",
     "query Q { owners { name pets { name } loosePets { name age } } }",
     (
         "query Q($yes: Boolean!) { named { __typename name ... on Cat { lives toy { label @skip(if: $yes) price } } } "
@@ -240,9 +250,15 @@ class ResolveMiddleware(SchemaExtension):
         return _next(root, info, *args, **kwargs)
 
 
-def _mini(executor: type, extensions: tuple = ()) -> strawberry.Schema:
+class GiftRefused(strawberry.ExceptionHandler[ValueError, Refusal]):
+    def handle(self, exception: ValueError, *, field: Any, info: Any) -> Refusal:
+        return Refusal(reason=f"handled: {exception}")
+
+
+def _mini(executor: type, extensions: tuple = (), handlers: tuple = ()) -> strawberry.Schema:
     return strawberry.Schema(
-        query=MiniQuery, types=[Cat], execution_context_class=executor, extensions=list(extensions)
+        query=MiniQuery, types=[Cat], execution_context_class=executor, extensions=list(extensions),
+        exception_handlers=handlers,
     )
 
 
@@ -266,6 +282,11 @@ async def test_same_answer_as_graphql_core_in_every_corner(doc: str, kind: str) 
     assert all(e.path for e in slow.errors or ())  # execution errors, not a refused document
     assert _answer(fast) == _answer(slow)
     assert _answer(with_middleware) == _answer(slow)
+    handled_slow = await _mini(StrawberryGraphQLCoreExecutionContext, handlers=(GiftRefused(),)).execute(
+        doc, variables, context
+    )
+    handled_fast = await _mini(FastExecutor, handlers=(GiftRefused(),)).execute(doc, variables, context)
+    assert _answer(handled_fast) == _answer(handled_slow)
 
 
 async def test_the_corners_do_reach_errors_and_nulls() -> None:
@@ -290,6 +311,10 @@ async def test_the_corners_do_reach_errors_and_nulls() -> None:
     assert "Cannot return null for non-nullable field Owner.gift." in gifts["float_weight"].errors[0].message
     assert gifts["plain"].data["owner"]["where"] == "owner/where"
     assert gifts["plain"].data["owner"]["toys"] == [{"label": "a"}, {"label": "b"}]
+    handled = await _mini(FastExecutor, handlers=(GiftRefused(),)).execute(
+        '{ owner(kind: "plain") { giftOrRefusal { __typename ... on Refusal { reason } } } }', None, {"gift": "raise"}
+    )
+    assert handled.data["owner"]["giftOrRefusal"] == {"__typename": "Refusal", "reason": "handled: no gift for ann"}
     big = await fast.execute(MINI_DOCS[3], {"kind": "null_item"}, {"gift": "big"})
     assert "Int cannot represent non 32-bit signed integer value" in big.errors[0].message
 

@@ -17,7 +17,7 @@ A field is "plain" when graphql-core would do nothing but ``getattr`` for it: a
 Strawberry field without a resolver, field extensions (permissions are one), a custom
 ``get_result`` or a non-default ``default_resolver``, without arguments, and no resolve
 middleware in this execution (Strawberry builds one from extensions that implement
-``resolve``). Object types with ``is_type_of`` (those implementing interfaces), lists of
+``resolve``) and no exception handlers in the schema. Object types with ``is_type_of`` (those implementing interfaces), lists of
 leaves, interfaces and unions take graphql-core's path.
 
 Reading the plain fields of an object has no side effects, so it is done first; anything
@@ -97,6 +97,8 @@ def _inert(cls: type) -> bool:
             and not hasattr(cls, "__await__")
         )
     return inert
+
+
 _STRINGS = (GraphQLString, GraphQLID)
 
 # A field's plan: (kind, attribute, the leaf type's coerce_output_value, non_null,
@@ -127,6 +129,7 @@ class ContextInfo:
     def __init__(self, context: Any, path: Path) -> None:
         self.context = context
         self.path = path
+
 
 def plan_field(parent_type: GraphQLObjectType, field_details_list: Any, plans: dict | None = None) -> tuple:
     """The plan of one field; ``plans`` (an operation's) memoises it."""
@@ -193,7 +196,12 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         manager = self.middleware_manager
-        self.fast_enabled = manager is None or not manager.middlewares
+        strawberry_schema = (self.schema.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+        # Resolve middleware wraps every resolver; exception handlers turn a resolver's
+        # exceptions into results: both need Strawberry's own path for every field.
+        self.fast_enabled = (manager is None or not manager.middlewares) and not getattr(
+            strawberry_schema, "exception_handlers", ()
+        )
         # Selection-set plans of this execution, by the grouped field set's identity
         # (graphql-core memoises those per execution, so a list of objects shares one).
         self.set_plans: dict[int, tuple[Any, GraphQLObjectType, Any]] = {}
