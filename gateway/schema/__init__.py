@@ -17,6 +17,7 @@ from strawberry.types import ExecutionContext
 from gateway.documents import DOCUMENT_CACHE_SIZE, CachedDocuments, DocumentCache, limit_rules
 from gateway.ops.operations import OperationObserver
 from gateway.schema.errors import ErrorCodes
+from gateway.schema.fastexec import FastExecutor
 from gateway.schema.query import Query
 
 log = logging.getLogger("gateway.graphql")
@@ -60,6 +61,9 @@ def build_schema(
         rules = (*rules, NoSchemaIntrospectionCustomRule)
     if not suggestions:
         kwargs.setdefault("config", StrawberryConfig(disable_field_suggestions=True))
+    # Plain leaf fields without graphql-core's per-field machinery (gateway/schema/fastexec.py);
+    # tests pass Strawberry's own executor to compare the answers.
+    kwargs.setdefault("execution_context_class", FastExecutor)
     schema = GatewaySchema(
         query=Query,
         extensions=[
