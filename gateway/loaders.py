@@ -49,6 +49,36 @@ class FeedLoader(DataLoader[FeedKey, SourceOutcome]):
         self._deadline = deadline
         self._outcomes = outcomes
         self._reads = reads
+        self._asked: set[FeedKey] = set()  # every key asked of this loader, by any path
+
+    def load(self, key: FeedKey) -> asyncio.Future[SourceOutcome]:
+        self._asked.add(key)
+        return super().load(key)
+
+    def prime_fresh(self, keys: Sequence[FeedKey]) -> list[SourceOutcome] | None:
+        """Primes this loader with the keys this process holds fresh and nobody asked yet;
+        their outcomes, in key order, when that is every key: then the caller needs no
+        batch, no task and no turn of the event loop. None otherwise (``load_many`` then
+        answers the primed keys from the cache and batches the rest)."""
+        settings, service = self._settings, self._service
+        complete = True
+        fresh: dict[FeedKey, SourceOutcome] = {}
+        for key in dict.fromkeys(keys):
+            source = settings.source(key.source_id) if key not in self._asked else None
+            outcome = service.fetch_fresh(source, key.search) if source is not None else None
+            if outcome is None:
+                complete = False
+                continue
+            self._asked.add(key)
+            self.prime(key, outcome)
+            self._record(key, outcome)
+            fresh[key] = outcome
+        return [fresh[key] for key in keys] if complete else None
+
+    def _record(self, key: FeedKey, outcome: SourceOutcome) -> None:
+        self._outcomes.append(outcome)
+        if self._reads is not None:
+            self._reads.outcome(outcome, self._service.adapter(outcome.source).request_key(key.search))
 
     async def batch_load_fn(self, keys: Sequence[FeedKey]) -> list[SourceOutcome]:
         settings = self._settings
@@ -60,12 +90,20 @@ class FeedLoader(DataLoader[FeedKey, SourceOutcome]):
                 return SourceOutcome(removed, SourceStatus.SKIPPED, error=UnknownSource("source no longer configured"))
             return await self._service.fetch(source, key.search, self._deadline)
 
-        found = list(await asyncio.gather(*(one(k) for k in keys)))
-        self._outcomes.extend(found)
-        if self._reads is not None:
-            for key, outcome in zip(keys, found, strict=True):
-                self._reads.outcome(outcome, self._service.adapter(outcome.source).request_key(key.search))
-        return found
+        # Warm keys answer at once; only the others need a task each (gather's).
+        service = self._service
+        found: list[SourceOutcome | None] = []
+        for key in keys:
+            source = settings.source(key.source_id)
+            found.append(service.fetch_fresh(source, key.search) if source is not None else None)
+        missing = [i for i, outcome in enumerate(found) if outcome is None]
+        if missing:
+            fetched = await asyncio.gather(*(one(keys[i]) for i in missing))
+            for i, outcome in zip(missing, fetched, strict=True):
+                found[i] = outcome
+        for key, outcome in zip(keys, found, strict=True):
+            self._record(key, outcome)  # type: ignore[arg-type]  # every one filled in
+        return found  # type: ignore[return-value]
 
 
 class ArticleLoader(DataLoader[str, "NormalizedArticle | None"]):

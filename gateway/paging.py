@@ -67,9 +67,13 @@ def _entries(
     for key, article in islice(zip(stream.keys, stream.articles, strict=True), start, None):
         # The same URL from two sources is one article, placed where its newest copy
         # sorts; skipping the others here keeps that true across pages too.
-        if any((k := o.get(article.id)) is not None and k < key for o in others):
-            continue
-        yield key, article, needle
+        article_id = article.id
+        for o in others:  # a loop, not any(<generator>): this runs for every article merged
+            k = o.get(article_id)
+            if k is not None and k < key:
+                break
+        else:
+            yield key, article, needle
 
 
 def merge_page(

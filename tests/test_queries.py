@@ -9,7 +9,9 @@ from datetime import datetime, timezone
 import pytest
 
 from gateway.app import create_app
+from gateway.context import build_context
 from gateway.demo.server import DemoServer
+from gateway.schema import build_schema
 from gateway.settings import Settings
 from tests.conftest import demo_sources, sources_of
 from tests.helpers import RunningGateway
@@ -47,6 +49,23 @@ async def test_root_articles_next_to_nested_ones_add_no_calls(
             "  again: articles(first: 3) { nodes { id } } }"
         )
     assert demo.control.stats()["total"] == 3
+
+
+async def test_warm_articles_are_one_outcome_per_source_however_asked(gw3: RunningGateway) -> None:
+    query = (
+        "{ a: articles(first: 2) { sources { status } } sources { articles(first: 1) { id } }"
+        "  b: articles(first: 3) { nodes { id } sources { status } } }"
+    )
+    await gw3.data(query)  # cold: fetched once per source
+    await gw3.services.source_service.settle(timeout_s=10)
+    ctx = build_context(gw3.services)
+    result = await build_schema().execute(query, context_value=ctx)
+    assert not result.errors
+    # the first `articles` primes the loader from the warm cache; the nested and the
+    # second one reuse those outcomes: one each, all CACHED, in sources-file order
+    assert [o.source.id for o in ctx.outcomes] == ["bbc", "tech", "world"]
+    assert {o.status.value for o in ctx.outcomes} == {"CACHED"}
+    assert result.data["a"]["sources"] == result.data["b"]["sources"] == [{"status": "CACHED"}] * 3
 
 
 async def test_ten_aliased_articles_by_id_are_one_sql_query(gw3: RunningGateway) -> None:

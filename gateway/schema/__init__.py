@@ -61,6 +61,10 @@ def build_schema(
         rules = (*rules, NoSchemaIntrospectionCustomRule)
     if not suggestions:
         kwargs.setdefault("config", StrawberryConfig(disable_field_suggestions=True))
+    # Plain leaf fields without graphql-core's per-field machinery (gateway/schema/fastexec.py),
+    # and a live event executed once per document for all its subscribers
+    # (gateway/schema/subscription.py); tests pass Strawberry's own executor to compare the answers.
+    kwargs.setdefault("execution_context_class", SharedEventExecution)
     schema = GatewaySchema(
         query=Query,
         subscription=Subscription,
@@ -70,7 +74,6 @@ def build_schema(
             lambda: CachedDocuments(documents, rules, MAX_TOKENS),
         ],
         scalar_overrides={datetime: DATETIME},
-        execution_context_class=SharedEventExecution,
         **kwargs,
     )
     schema.documents = documents

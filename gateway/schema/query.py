@@ -97,7 +97,10 @@ class Query:
         keys = [FeedKey(s.id, search if service.adapter(s).supports_search else None) for s in chosen]
         if info.context.meter is not None:
             info.context.meter.fetches(keys)  # the safety net behind the cost estimate
-        outcomes: list[SourceOutcome] = await info.context.loaders.feeds.load_many(keys)
+        feeds = info.context.loaders.feeds
+        outcomes: list[SourceOutcome] | None = feeds.prime_fresh(keys)  # warm: no batch, no loop turn
+        if outcomes is None:
+            outcomes = await feeds.load_many(keys)
 
         for outcome in outcomes:
             if outcome.source.critical and not outcome.status.has_data:

@@ -20,6 +20,7 @@ from gateway.errors import SourceError as DomainSourceError
 from gateway.outcomes import SourceOutcome, SourceStatus
 from gateway.paging import encode_cursor
 from gateway.resilience.breaker import BreakerSnapshot, BreakerState
+from gateway.schema.fastexec import context_only
 from gateway.settings import MAX_FIRST, MAX_STATS_WINDOW_MINUTES, SourceConfig, SourceKind
 from gateway.sources.base import HNItem, NormalizedArticle
 from gateway.store import stats as stats_queries
@@ -90,6 +91,7 @@ class Source:
                    critical=config.critical)
 
     @strawberry.field(description="The source's circuit breaker.")
+    @context_only
     def breaker(self, info: Info) -> Breaker:
         info.context.mark_volatile()
         breaker = info.context.services.breakers.get(self.config.id)
@@ -183,6 +185,7 @@ class Article:
     comment_count: int | None = strawberry.field(description="Number of comments (Hacker News only).")
 
     @strawberry.field(description="The source that brought this article.")
+    @context_only
     def source(self, info: Info) -> Source:
         return source_of(info, self.source_id)  # type: ignore[attr-defined]
 
@@ -220,6 +223,7 @@ class SourceResult:
     fetched_at: strawberry.Private[datetime | None]
 
     @strawberry.field(description="Age of the data served, whole seconds; null when there is none.")
+    @context_only
     def age_seconds(self, info: Info) -> int | None:
         reads = info.context.reads
         if reads is not None and self.fetched_at is not None:
@@ -250,14 +254,17 @@ class ArticleConnection:
     has_previous: strawberry.Private[bool] = False
 
     @strawberry.field(description="Articles with their cursors.")
+    @context_only
     def edges(self) -> list[ArticleEdge]:
         return [ArticleEdge(cursor=encode_cursor(a), node=a) for a in self.page]  # type: ignore[arg-type]
 
     @strawberry.field(description="The same articles, without cursors.")
+    @context_only
     def nodes(self) -> list[Article]:
         return self.page  # type: ignore[return-value]
 
     @strawberry.field(description="Pagination.")
+    @context_only
     def page_info(self) -> PageInfo:
         return PageInfo(
             has_next_page=self.has_next,
@@ -267,6 +274,7 @@ class ArticleConnection:
         )
 
     @strawberry.field(description="One entry per source asked, with its status.")
+    @context_only
     def sources(self) -> list[SourceResult]:
         return [SourceResult.of(o) for o in self.outcomes]
 
