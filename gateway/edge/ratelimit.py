@@ -180,6 +180,9 @@ class SharedBuckets:
         self.syncs = 0
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
+        # One round at a time: a round that started earlier must not finish later and
+        # replace what a newer one learnt (peer debts) with older figures.
+        self._round = asyncio.Lock()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="rate-limit-sync")
@@ -215,6 +218,10 @@ class SharedBuckets:
     async def sync_once(self) -> int:
         """Push pending deltas of recently seen clients and adopt the shared debt.
         Returns how many clients were reconciled."""
+        async with self._round:
+            return await self._sync()
+
+    async def _sync(self) -> int:
         now = self.clock.monotonic()
         active = [(cid, b) for cid, b in self.limiter.buckets.items() if b.pending or now - b.last_seen < 10.0]
         sent = [(cid, b, b.pending) for cid, b in active]
