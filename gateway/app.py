@@ -244,10 +244,8 @@ def create_app(
     )
 
     async def serve_hit(scope: Scope, answer: Answer, send: Send) -> bool:
-        if not await gate.serve_hit(scope, answer, send):
-            return False
-        await on_cache_hit(scope, answer, send)  # metrics and the log line
-        return True
+        # metrics and the log line, once the hit is admitted
+        return await gate.serve_hit(scope, answer, send, served=lambda: on_cache_hit(scope, answer, send))
 
     graphql_endpoint = ResponseCacheFront(
         PersistedDocumentsMiddleware(gate, persisted, persisted_only=settings.persisted_only),

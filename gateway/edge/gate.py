@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -296,7 +297,8 @@ class GraphQLGate:
         await send({"type": "http.response.start", "status": status_code, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})
 
-    async def serve_hit(self, scope: Scope, answer: Answer, send: Send) -> bool:
+    async def serve_hit(self, scope: Scope, answer: Answer, send: Send,
+                        served: Callable[[], Awaitable[object]] | None = None) -> bool:
         """A response-cache hit, answered before any parsing (the cache's front): the
         client is charged the cost the miss was charged, settled to its actual cost,
         and the answer gets this client's cost and RateLimit headers. False (the
@@ -326,6 +328,8 @@ class GraphQLGate:
             status, reset_s = decision.status, decision.reset_s
         code, headers_in, body = answer.respond(scope, self.clock.now().timestamp())
         code, headers, payload = _finish(code, headers_in, body, media, requested, actual, status, reset_s)
+        if served is not None:
+            await served()  # counted before the client can see it (and scrape /metrics)
         await send({"type": "http.response.start", "status": code, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})
         return True
