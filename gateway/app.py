@@ -249,7 +249,7 @@ def create_app(
 
     graphql_endpoint = ResponseCacheFront(
         PersistedDocumentsMiddleware(gate, persisted, persisted_only=settings.persisted_only),
-        response_cache, max_body_bytes=max_body, serve_hit=serve_hit,
+        response_cache, max_body_bytes=max_body, serve_hit=serve_hit, join=gate.serve_joined,
     )
 
     async def root(request: Request) -> Response:
@@ -265,7 +265,8 @@ def create_app(
         routes=[
             # /graphql first: the router tries routes in order, and nearly every
             # request is for it. Its layers: the response cache's front (a hit is
-            # charged and answered there, by the gate's serve_hit), persisted
+            # charged and answered there, by the gate's serve_hit, and a request
+            # identical to one being executed joins it, by serve_joined), persisted
             # documents (the gate estimates the document's cost), the gate (GraphQL
             # over HTTP, cost, the client's charge), the response cache's miss path
             # (one execution per key, stored under the request as sent), coalescing

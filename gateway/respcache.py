@@ -8,6 +8,13 @@
               miss ─► one execution per key at a time (singleflight); its ReadLog
                       says what it read ─► store (if cacheable) ─► answer
 
+In front of the persisted documents and the edge's gate, :class:`ResponseCacheFront`
+answers hits, and lets a request identical to one being executed join that execution
+at once (``join``: the gate charges it as it charged the first, then formats the
+shared answer for it), instead of reading, parsing and estimating it again only to
+wait for the same answer further in. Under a cold stampede that keeps the first
+request's way to its upstream calls free of everybody else's preprocessing.
+
 The key is the request as sent, so it covers the document (or persisted id),
 operation name, variables and the format asked for; client-visible settings are
 the app's own (one cache per app). Nothing is shared between apps.
@@ -39,6 +46,7 @@ Hand-written: no ASGI caching library knows GraphQL answers' freshness or tags.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 from collections import OrderedDict
@@ -256,6 +264,8 @@ class ResponseCache:
         self.stores = 0
         self.invalidated = 0  # entries dropped by invalidate()
         self.notified = 0  # invalidate() calls
+        #: Answers being produced now, for keys that missed (also with the cache off).
+        self.flights = Flights()
 
     @property
     def enabled(self) -> bool:
@@ -348,11 +358,54 @@ class ResponseCache:
                     del self._by_tag[tag]
 
 
+@dataclass(frozen=True, slots=True)
+class Flight:
+    """An answer being produced for a request key, by a task no request owns; with what
+    the request that started it was charged up front and the media type it negotiated
+    (set by the edge's gate; None without one)."""
+
+    task: asyncio.Task[Answer]
+    requested: int | None
+    media: str | None
+
+
+class Flights:
+    """The executions in progress, one per request key (singleflight): started on the
+    miss path, joined there or, earlier, by the front."""
+
+    def __init__(self) -> None:
+        self._calls: SingleFlight[Answer] = SingleFlight()
+        self._flights: dict[tuple[bytes, ...], Flight] = {}
+        self.joined = 0  # requests the front handed to a flight (answered or refused there)
+
+    def __len__(self) -> int:
+        return len(self._flights)
+
+    def get(self, key: tuple[bytes, ...]) -> Flight | None:
+        return self._flights.get(key)
+
+    def start(self, key: tuple[bytes, ...], scope: Scope, produce: Callable[[], Awaitable[Answer]]) -> Flight:
+        flight = self._flights.get(key)
+        if flight is None:
+            task = self._calls.start(key, produce)
+            flight = self._flights[key] = Flight(task, scope.get(REQUESTED_COST), scope.get(NEGOTIATED_MEDIA))
+            task.add_done_callback(lambda _t, k=key, f=flight: self._forget(k, f))
+        return flight
+
+    def _forget(self, key: tuple[bytes, ...], flight: Flight) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+
+
 #: Called on a hit before answering. The app counts the hit as the operation it repeats
 #: (metrics); the edge charges the client's cost here (``answer.cost``, which a cost
 #: extension sets on the miss through ``info.context.reads.cost``) and may answer
 #: itself (e.g. 429) by returning True.
 HitHook = Callable[[Scope, Answer, Send], Awaitable[bool]]
+#: Called by the front for a request identical to one being executed: the edge charges
+#: it, waits for the flight's answer and sends it (True), or declines (False: the
+#: request goes the whole way, where it shares the same execution).
+JoinHook = Callable[[Scope, Flight, Send], Awaitable[bool]]
 
 
 def _header(scope: Scope, name: bytes) -> bytes:
@@ -370,7 +423,6 @@ class ResponseCacheMiddleware:
         self.cache = cache
         self.max_body_bytes = max_body_bytes
         self.on_hit = on_hit
-        self._flights: SingleFlight[Answer] = SingleFlight()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not _cacheable_request(scope):
@@ -392,7 +444,8 @@ class ResponseCacheMiddleware:
             if self.on_hit is not None and await self.on_hit(scope, answer, send):
                 return
         else:
-            answer = await self._flights.do(key, lambda: self._produce(scope, body, key))
+            flight = self.cache.flights.start(key, scope, lambda: self._produce(scope, body, key))
+            answer = await asyncio.shield(flight.task)
         await self._send(scope, send, answer)
 
     async def _produce(self, scope: Scope, body: bytes, key: tuple[bytes, ...]) -> Answer:
@@ -448,17 +501,21 @@ class ResponseCacheMiddleware:
 class ResponseCacheFront:
     """Outermost on ``/graphql``: a hit is answered here, before persisted documents
     are resolved or the request is parsed, by ``serve_hit`` (the edge: it charges the
-    client's cost and formats the answer for it), which may decline (False). Misses go
-    on with :data:`CACHE_KEY` set, so the answer is stored under the request as sent."""
+    client's cost and formats the answer for it), which may decline (False). A request
+    identical to one being executed (with the cache off too) is handed to ``join``,
+    which may decline as well. The rest go on with :data:`CACHE_KEY` set, so the
+    answer is stored (and its execution shared) under the request as sent."""
 
-    def __init__(self, app: ASGIApp, cache: ResponseCache, *, max_body_bytes: int, serve_hit: HitHook) -> None:
+    def __init__(self, app: ASGIApp, cache: ResponseCache, *, max_body_bytes: int, serve_hit: HitHook,
+                 join: JoinHook | None = None) -> None:
         self.app = app
         self.cache = cache
         self.max_body_bytes = max_body_bytes
         self.serve_hit = serve_hit
+        self.join = join
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.cache.enabled or not _cacheable_request(scope):
+        if not (self.cache.enabled or self.join is not None) or not _cacheable_request(scope):
             await self.app(scope, receive, send)
             return
         read = await _read_bounded(receive, self.max_body_bytes)
@@ -469,9 +526,15 @@ class ResponseCacheFront:
             await self.app(scope, over, send)
             return
         key = request_key(scope, body)
-        answer = self.cache.get(key)
-        if answer is not None and await self.serve_hit(scope, answer, send):
-            return
+        if self.cache.enabled:
+            answer = self.cache.get(key)
+            if answer is not None and await self.serve_hit(scope, answer, send):
+                return
+        if self.join is not None:
+            flight = self.cache.flights.get(key)
+            if flight is not None and await self.join(scope, flight, send):
+                self.cache.flights.joined += 1
+                return
         scope[CACHE_KEY] = key
         await self.app(scope, _replay([body], False, receive), send)
 

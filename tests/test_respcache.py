@@ -286,3 +286,58 @@ async def test_hits_are_charged_to_each_request_and_refused_over_budget(
         refused = await gw.post(QUERY, {"first": 3})
         assert refused.status_code == 429 and refused.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
         assert "data" not in refused.json()
+
+
+async def test_identical_requests_join_the_execution_in_flight_at_the_front(
+    settings: Callable[..., Settings], demo: DemoServer
+) -> None:
+    """A request identical to one being executed is handed that execution by the cache's
+    front, before persisted documents and the gate read it again: each is charged what
+    the first was (settled to the actual cost), and all get the one execution's answer."""
+    demo.control.set_fault("*", latency_ms=1000)  # the first stays in flight while the others arrive
+    clock = FakeClock()  # no refill: the bucket tells every charge
+    edge = EdgeSettings(rate_limit_burst=1000, rate_limit_per_s=1.0, rate_limit_sync_ms=0)
+    async with RunningGateway(create_app(settings(edge=edge), clock=clock)) as gw:
+        flights = _cache(gw).flights
+        first = asyncio.ensure_future(gw.post(QUERY, {"first": 3}))
+        async with asyncio.timeout(10):
+            while not len(flights):
+                await asyncio.sleep(0.005)
+        others = await asyncio.gather(*(gw.post(QUERY, {"first": 3}) for _ in range(5)))
+        lead = (await first).json()
+        assert flights.joined == 5 and len(flights) == 0
+        assert gw.services.source_service.stats["bbc"].upstream_calls == 1
+        assert all(r.status_code == 200 for r in others)
+        assert {orjson.dumps(r.json()["data"]) for r in others} == {orjson.dumps(lead["data"])}
+        assert lead["data"]["articles"]["sources"][0]["status"] == "FRESH"
+        cost = lead["extensions"]["cost"]
+        for r in others:
+            assert r.json()["extensions"]["cost"]["requestedQueryCost"] == cost["requestedQueryCost"]
+            assert r.json()["extensions"]["cost"]["actualQueryCost"] == cost["actualQueryCost"]
+        status = gw.app.state.edge.limiter.status("ip:127.0.0.1")
+        assert status.currently_available == 1000 - 6 * cost["actualQueryCost"]
+
+
+async def test_a_joining_request_over_budget_is_refused_at_once(
+    settings: Callable[..., Settings], demo: DemoServer
+) -> None:
+    """Charged when it arrives, as if it had gone through the gate: a client with an
+    empty bucket gets 429 while the execution it would have joined is still running."""
+    demo.control.set_fault("*", latency_ms=1000)
+    clock = FakeClock()
+    edge = EdgeSettings(rate_limit_burst=1000, rate_limit_per_s=1.0, rate_limit_sync_ms=0)
+    async with RunningGateway(create_app(settings(edge=edge), clock=clock)) as gw:
+        flights = _cache(gw).flights
+        first = asyncio.ensure_future(gw.post(QUERY, {"first": 3}))
+        async with asyncio.timeout(10):
+            while not len(flights):
+                await asyncio.sleep(0.005)
+        limiter = gw.app.state.edge.limiter
+        limiter.charge("ip:127.0.0.1", limiter.status("ip:127.0.0.1").currently_available)
+        refused = await asyncio.gather(*(gw.post(QUERY, {"first": 3}) for _ in range(3)))
+        assert len(flights) == 1 and not first.done()  # refused before the answer existed
+        for r in refused:
+            assert r.status_code == 429 and r.json()["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+            assert "data" not in r.json()
+        assert (await first).status_code == 200
+        assert flights.joined == 3  # all three answered by the front, none went the whole way

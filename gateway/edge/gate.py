@@ -17,6 +17,7 @@ refused here and never shares anyone's answer.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import math
@@ -52,7 +53,7 @@ from gateway.respcache import NEGOTIATED_MEDIA, REQUESTED_COST
 if TYPE_CHECKING:
     from gateway.edge.runtime import EdgeRuntime
     from gateway.ops.metrics import Metrics
-    from gateway.respcache import Answer
+    from gateway.respcache import Answer, Flight
 
 #: Set by the gate for the GraphQL view: the parsed parameters and the media type
 #: (also kept with a cached answer, with the cost charged up front).
@@ -330,6 +331,45 @@ class GraphQLGate:
         code, headers, payload = _finish(code, headers_in, body, media, requested, actual, status, reset_s)
         if served is not None:
             await served()  # counted before the client can see it (and scrape /metrics)
+        await send({"type": "http.response.start", "status": code, "headers": headers})
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+        return True
+
+
+    async def serve_joined(self, scope: Scope, flight: Flight, send: Send) -> bool:
+        """A request identical to one being executed (the response cache's front found
+        its flight): identical requests pass the checks above alike, so it is not read,
+        parsed and estimated again. It is charged up front what the running one was,
+        refused here if over budget, and otherwise waits for the shared answer and is
+        settled to its actual cost: what going the whole way would do, where it would
+        share the same execution. False (go the whole way) when this client's limits
+        need the gate's own answer."""
+        requested, media = flight.requested, flight.media
+        if requested is None or media is None:
+            return False
+        edge: EdgeRuntime = scope["state"]["edge"]
+        client = _client(scope)
+        limiter = edge.limiter
+        decision: Decision | None = None
+        if limiter is not None:
+            if limiter.refuse_all or requested > limiter.bucket(client.id, client.burst, client.per_s).burst:
+                return False
+            decision = limiter.charge(client.id, requested, burst=client.burst, per_s=client.per_s,
+                                      now=scope.get(ARRIVED_AT))
+            if not decision.allowed:
+                await self._throttled(send, media, requested, decision)
+                return True
+        actual = requested
+        status: ThrottleStatus | None = None
+        try:
+            answer = await asyncio.shield(flight.task)
+            actual = max(1, _actual_cost(answer.headers, requested))
+        finally:
+            if limiter is not None and decision is not None:
+                status = limiter.settle(client.id, requested, actual)
+        reset_s = limiter.bucket(client.id).restore_s() if limiter is not None and status is not None else 0.0
+        code, headers_in, body = answer.respond(scope, self.clock.now().timestamp())
+        code, headers, payload = _finish(code, headers_in, body, media, requested, actual, status, reset_s)
         await send({"type": "http.response.start", "status": code, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})
         return True
