@@ -11,8 +11,7 @@ Requests are identical when method, query string, body, ``Accept`` and
 ``Content-Type`` are (those decide the answer and its format). Only queries exist
 in this schema, so sharing an answer never repeats a side effect. The execution
 is owned by the group, not by the first caller, so that caller going away does
-not fail the others; under the response cache (whose flights already are that,
-per request as sent) it runs inline in the cache's flight.
+not fail the others.
 
 It also stamps the request's arrival time into the scope (``gateway.arrived``),
 so the request deadline counts time spent queued before the GraphQL layer, and
@@ -30,11 +29,6 @@ from gateway.resilience.clock import Clock
 from gateway.resilience.singleflight import SingleFlight
 
 ARRIVED_KEY = "gateway.arrived"
-#: Set by a caller that already runs this request as the one execution of its key, in
-#: a task no request owns (the response cache's flight): it is executed inline, since
-#: a second task would only add loop turns (the first of them behind every request
-#: queued meanwhile) to the way of every identical request waiting for it.
-OWNED_EXECUTION = "gateway.coalesce.owned"
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 
@@ -74,11 +68,8 @@ class CoalesceIdentical:
         except _BodyTooLarge:
             await _send_error(send, 413, "PAYLOAD_TOO_LARGE", f"request body over {self.max_body_bytes} bytes")
             return
-        if scope.get(OWNED_EXECUTION):
-            captured = await self._execute(scope, body)
-        else:
-            key = (scope["method"], scope["query_string"], body, accept, _header(scope, b"content-type"))
-            captured = await self._flights.do(key, lambda: self._execute(scope, body))
+        key = (scope["method"], scope["query_string"], body, accept, _header(scope, b"content-type"))
+        captured = await self._flights.do(key, lambda: self._execute(scope, body))
         assert captured.start is not None
         await send(captured.start)
         await send({"type": "http.response.body", "body": b"".join(captured.body), "more_body": False})

@@ -58,7 +58,6 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.asgi import run_captured
-from gateway.coalesce import OWNED_EXECUTION
 from gateway.edge.streams import STREAM, wants_event_stream
 from gateway.outcomes import SourceOutcome, SourceStatus
 from gateway.resilience.clock import Clock
@@ -453,7 +452,6 @@ class ResponseCacheMiddleware:
         reads = ReadLog()
         inner = dict(scope)
         inner[READS_KEY] = reads
-        inner[OWNED_EXECUTION] = True  # this task is the key's one execution, owned by no request
         captured = await run_captured(self.app, inner, body)
         assert captured.start is not None
         status = captured.start["status"]
