@@ -72,3 +72,17 @@ def test_no_private_names_of_other_libraries() -> None:
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in foreign:
                 private = node.attr.startswith("_") and not node.attr.startswith("__")
                 assert not private, f"{path.name}: {node.value.id}.{node.attr}"
+
+
+def test_every_benchmark_module_imports() -> None:
+    """`make bench` is not run by `make test`; its modules must at least still import
+    what they use (a restructure once broke bench_feed_lag unnoticed)."""
+    import importlib
+    import pkgutil
+
+    import tests.bench as bench
+
+    names = [m.name for m in pkgutil.walk_packages(bench.__path__, prefix="tests.bench.")]
+    assert "tests.bench.bench_feed_lag" in names
+    for name in names:
+        importlib.import_module(name)

@@ -24,13 +24,12 @@ from dataclasses import dataclass
 import httpx
 
 from gateway.demo.server import DemoServer
-from gateway.resilience.breaker import CircuitBreaker
-from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.clock import SystemClock
 from gateway.resilience.deadline import Deadline
-from gateway.service import Parser, SourceService
+from gateway.service.parser import Parser
+from gateway.services import build_source_service
 from gateway.settings import Settings, parse_sources
-from gateway.upstream import UpstreamClient, build_http_client
+from gateway.upstream import UpstreamClient
 
 TICK_S = 0.001
 TARGET_P99_MS = 10.0
@@ -60,18 +59,11 @@ async def one_run(url: str, mode: str, offloop_bytes: int) -> Run:
         {"sources": [{"id": "big", "name": "Big", "kind": "feed", "url": url, "timeout_ms": 60_000}]}, env={}
     )
     settings = Settings(sources=(source,), request_deadline_ms=120_000, offloop_parse_bytes=offloop_bytes)
-    upstream = UpstreamClient(build_http_client(10), max_body_bytes=settings.max_body_bytes)
+    clock = SystemClock()
+    upstream = UpstreamClient(max_connections=10, max_body_bytes=settings.max_body_bytes, clock=clock)
     parser = Parser(offloop_bytes)
-    service = SourceService(
-        settings=settings,
-        db=None,
-        upstream=upstream,
-        breakers={"big": CircuitBreaker("big", source.breaker)},
-        global_bulkhead=Bulkhead("global", 10),
-        bulkheads={"big": Bulkhead("big", 1)},
-        parser=parser,
-        clock=SystemClock(),
-    )
+    # the source path as the app wires it, without a database (no cache rows, no leases)
+    service = build_source_service(settings, None, None, upstream, parser, clock)
     try:
         if mode == "off-loop":
             await parser.start()  # as the app's lifespan does
@@ -80,7 +72,7 @@ async def one_run(url: str, mode: str, offloop_bytes: int) -> Run:
         tick = asyncio.create_task(ticker(stop, lags))
         await asyncio.sleep(0.05)
         started = time.perf_counter()
-        outcome = await service.fetch(source, None, Deadline.after(120))
+        outcome = await service.fetch(source, None, Deadline.after(120, clock))
         fetch_s = time.perf_counter() - started
         stop.set()
         await tick
@@ -90,6 +82,7 @@ async def one_run(url: str, mode: str, offloop_bytes: int) -> Run:
     finally:
         await service.aclose()
         await upstream.aclose()
+        await parser.aclose()
 
 
 async def main_async(items: int) -> int:
