@@ -104,23 +104,12 @@ class GraphQLGate:
             await self._stream(scope, receive, send, edge)
             return
         try:
-            if method not in ("GET", "POST"):
-                raise RequestError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed; use GET or POST",
-                                   headers=[(b"allow", b"GET, POST")])
+            _check_method(method)
             media = negotiate(accept)
             if media is None:
                 raise RequestError(406, "NOT_ACCEPTABLE",
                                    f"cannot answer in any of {accept!r}; accept {GRAPHQL_RESPONSE_JSON} or application/json")
-            if method == "POST":
-                check_content_type(_header(scope, b"content-type"))
-                body = await _read_body(receive)
-                params = params_from_body(body)
-            else:
-                body = b""
-                params = params_from_query_string(scope["query_string"])
-                resolved = scope.get(RESOLVED_QUERY)
-                if resolved is not None:
-                    params = dataclasses.replace(params, query=resolved)
+            body, params = await _read_params(scope, receive)
             operation = self._operation(params)
             if operation is not None and method == "GET" and operation.node.operation is not OperationType.QUERY:
                 raise RequestError(405, "METHOD_NOT_ALLOWED", f"{operation.node.operation.value}s need POST",
@@ -155,18 +144,9 @@ class GraphQLGate:
                 return
             requested = max(1, estimate.cost)
 
-        decision: Decision | None = None
-        if limiter is not None:
-            if limiter.refuse_all:
-                await _refuse(send, RequestError(503, "RATE_LIMIT_UNAVAILABLE",
-                                                 "rate limits cannot be checked right now; retry shortly",
-                                                 headers=[(b"retry-after", b"1")]))
-                return
-            decision = limiter.charge(client.id, requested, burst=client.burst, per_s=client.per_s,
-                                      now=scope.get(ARRIVED_AT))
-            if not decision.allowed:
-                await self._throttled(send, media, requested, decision)
-                return
+        admitted, decision = await self._charge(scope, send, edge, client, requested, media)
+        if not admitted:
+            return
 
         scope[PARAMS] = params
         scope[MEDIA] = media
@@ -179,23 +159,15 @@ class GraphQLGate:
         GATEWAY_SUBSCRIPTION_COST points when it starts; a query its estimate."""
         method = scope["method"]
         try:
-            if method not in ("GET", "POST"):
-                raise RequestError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed; use GET or POST",
-                                   headers=[(b"allow", b"GET, POST")])
-            if method == "POST":
-                check_content_type(_header(scope, b"content-type"))
-                body = await _read_body(receive)
-                params = params_from_body(body)
-            else:
-                body = b""
-                params = params_from_query_string(scope["query_string"])
+            _check_method(method)
+            body, params = await _read_params(scope, receive)
             operation = self._operation(params)
             if operation is not None and method == "GET" and operation.node.operation is OperationType.MUTATION:
                 raise RequestError(405, "METHOD_NOT_ALLOWED", "mutations need POST", headers=[(b"allow", b"POST")])
         except RequestError as exc:
             await _refuse(send, exc)
             return
-        client: ClientIdentity = scope.get(CLIENT) or ClientIdentity(f"ip:{(scope.get('client') or ('?',))[0]}", False)
+        client = _client(scope)
         requested = 1
         if operation is not None and operation.node.operation is OperationType.SUBSCRIPTION:
             requested = max(1, scope["state"]["services"].settings.subscription_cost)
@@ -206,22 +178,31 @@ class GraphQLGate:
                 await _refuse(send, RequestError(400, too_expensive.code, too_expensive.message))
                 return
             requested = max(1, estimate.cost)
-        limiter = edge.limiter
-        if limiter is not None:
-            if limiter.refuse_all:
-                await _refuse(send, RequestError(503, "RATE_LIMIT_UNAVAILABLE",
-                                                 "rate limits cannot be checked right now; retry shortly",
-                                                 headers=[(b"retry-after", b"1")]))
-                return
-            decision = limiter.charge(client.id, requested, burst=client.burst, per_s=client.per_s,
-                                      now=scope.get(ARRIVED_AT))
-            if not decision.allowed:
-                await self._throttled(send, JSON_MEDIA, requested, decision)
-                return
+        admitted, _ = await self._charge(scope, send, edge, client, requested, JSON_MEDIA)
+        if not admitted:
+            return
         scope[PARAMS] = params
         scope[MEDIA] = JSON_MEDIA
         scope[STREAM] = True
         await self.app(scope, replay_then(body, receive), send)
+
+    async def _charge(self, scope: Scope, send: Send, edge: EdgeRuntime, client: ClientIdentity, requested: int,
+                      media: str) -> tuple[bool, Decision | None]:
+        """Charge the client's bucket up front; False: refused, and answered here."""
+        limiter = edge.limiter
+        if limiter is None:
+            return True, None
+        if limiter.refuse_all:
+            await _refuse(send, RequestError(503, "RATE_LIMIT_UNAVAILABLE",
+                                             "rate limits cannot be checked right now; retry shortly",
+                                             headers=[(b"retry-after", b"1")]))
+            return False, None
+        decision = limiter.charge(client.id, requested, burst=client.burst, per_s=client.per_s,
+                                  now=scope.get(ARRIVED_AT))
+        if not decision.allowed:
+            await self._throttled(send, media, requested, decision)
+            return False, decision
+        return True, decision
 
     def _operation(self, params: GraphQLParams) -> _Operation | None:
         if params.query is None:
@@ -373,6 +354,26 @@ class GraphQLGate:
         await send({"type": "http.response.start", "status": code, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})
         return True
+
+
+def _check_method(method: str) -> None:
+    if method not in ("GET", "POST"):
+        raise RequestError(405, "METHOD_NOT_ALLOWED", f"{method} is not allowed; use GET or POST",
+                           headers=[(b"allow", b"GET, POST")])
+
+
+async def _read_params(scope: Scope, receive: Receive) -> tuple[bytes, GraphQLParams]:
+    """The request's body (POST) and its GraphQL parameters; a persisted GET's text
+    comes from the persisted-documents layer (RESOLVED_QUERY)."""
+    if scope["method"] == "POST":
+        check_content_type(_header(scope, b"content-type"))
+        body = await _read_body(receive)
+        return body, params_from_body(body)
+    params = params_from_query_string(scope["query_string"])
+    resolved = scope.get(RESOLVED_QUERY)
+    if resolved is not None:
+        params = dataclasses.replace(params, query=resolved)
+    return b"", params
 
 
 def _client(scope: Scope) -> ClientIdentity:
