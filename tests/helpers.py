@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,6 +19,8 @@ import uvicorn
 from starlette.applications import Starlette
 
 from gateway.services import Services
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 class RunningGateway:
@@ -68,3 +78,57 @@ class RunningGateway:
         result = await self.query(query, variables)
         assert "errors" not in result, result["errors"]
         return result["data"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def gateway_serve(env: dict[str, str], *, workers: int = 1,
+                  stdout: int = subprocess.PIPE) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``gateway serve`` as an operator runs it, in its own process(es), with ``env``
+    over ours; stopped with SIGINT (killed if it lingers), its pipes closed."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers", str(workers)],
+        cwd=REPO, env={**os.environ, **env}, stdout=stdout, stderr=subprocess.PIPE,
+    )
+    try:
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def chromium() -> str:
+    import pytest
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("no headless Chromium on PATH (apt-get install -y chromium) to render pages under their CSP")
+
+
+async def headless_dom(url: str, *, budget_ms: int) -> tuple[str, list[str]]:
+    """The page's DOM after headless Chromium rendered it, and the Content Security
+    Policy violations the browser logged."""
+    proc = await asyncio.create_subprocess_exec(
+        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        f"--virtual-time-budget={budget_ms}", "--enable-logging=stderr", "--v=0", "--dump-dom", url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=90)
+    log = err.decode(errors="replace")
+    return out.decode(errors="replace"), [line for line in log.splitlines() if "Content Security Policy" in line]

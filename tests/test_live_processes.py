@@ -6,10 +6,8 @@ sources its subscribers follow. Real SSE and WebSocket clients."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,8 +16,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from tests.helpers import gateway_serve
 from tests.live import FeedUpstream, sse_subscribe, ws_subscribe
-from tests.test_ops import REPO, free_port
 
 #: Generous for a busy 2-core machine; the benchmark measures the real figure.
 ARRIVAL_TIMEOUT_S = 5.0
@@ -27,28 +25,10 @@ ARRIVAL_TIMEOUT_S = 5.0
 
 @contextmanager
 def replica(sources: Path, database_url: str, data_dir: Path, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers", "1"],
-        cwd=REPO,
-        env={**os.environ, "GATEWAY_DATABASE_URL": database_url, "GATEWAY_SOURCES": str(sources),
-             "GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_MAINTENANCE_INTERVAL_S": "0.2",
-             "GATEWAY_SUBSCRIPTION_HEARTBEAT_S": "1", **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        yield proc, f"http://127.0.0.1:{port}"
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+    with gateway_serve({"GATEWAY_DATABASE_URL": database_url, "GATEWAY_SOURCES": str(sources),
+                        "GATEWAY_DATA_DIR": str(data_dir), "GATEWAY_MAINTENANCE_INTERVAL_S": "0.2",
+                        "GATEWAY_SUBSCRIPTION_HEARTBEAT_S": "1", **env}, stdout=subprocess.DEVNULL) as served:
+        yield served
 
 
 async def ready(base: str, proc: subprocess.Popen[bytes]) -> None:

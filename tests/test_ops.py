@@ -5,11 +5,8 @@ multi-process checks run ``gateway serve`` itself, as an operator would."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -23,9 +20,8 @@ from gateway.app import create_app
 from gateway.demo.server import DemoServer
 from gateway.settings import BUNDLED_DEMO_SOURCES, Settings
 from tests.conftest import sources_of
-from tests.helpers import RunningGateway
+from tests.helpers import RunningGateway, gateway_serve
 
-REPO = Path(__file__).resolve().parent.parent
 TECH = {"id": "tech", "name": "Tech", "kind": "feed", "url": "{demo}/feeds/tech.rss"}
 NAMED = "query FrontPage { articles(first: 3) { nodes { id } sources { source { id } status } } }"
 
@@ -122,40 +118,15 @@ async def test_health_is_degraded_while_a_source_s_last_refresh_failed(
 # --------------------------------------------------------------------------- gateway serve
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def serving(demo: DemoServer, database_url: str, tmp_path: Path, *, workers: int = 1, **env: str) -> Iterator[
     tuple[subprocess.Popen[bytes], str]
 ]:
     sources = tmp_path / "sources.toml"
     sources.write_text(Path(BUNDLED_DEMO_SOURCES).read_text().replace("http://127.0.0.1:9100", demo.url))
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port), "--workers", str(workers)],
-        cwd=REPO,
-        env={**os.environ, "GATEWAY_DATABASE_URL": database_url, "GATEWAY_SOURCES": str(sources),
-             "GATEWAY_DATA_DIR": str(tmp_path / "data"), **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        yield proc, f"http://127.0.0.1:{port}"
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+    with gateway_serve({"GATEWAY_DATABASE_URL": database_url, "GATEWAY_SOURCES": str(sources),
+                        "GATEWAY_DATA_DIR": str(tmp_path / "data"), **env}, workers=workers) as served:
+        yield served
 
 
 @asynccontextmanager

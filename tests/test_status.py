@@ -7,10 +7,8 @@ own CSP."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
-import shutil
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -26,7 +24,7 @@ from gateway.ops.status import SPARK_H, SPARK_PAD, SPARK_W, WINDOW_MINUTES
 from gateway.settings import EdgeSettings, Settings
 from tests.clock import FakeClock
 from tests.conftest import sources_of
-from tests.helpers import RunningGateway
+from tests.helpers import RunningGateway, chromium, headless_dom
 
 TECH = {"id": "tech", "name": "Tech Wire", "kind": "feed", "url": "{demo}/feeds/tech.rss"}
 NEWS = {"id": "news", "name": "News API", "kind": "newsapi", "url": "{demo}/newsapi/v2/everything"}
@@ -210,26 +208,11 @@ async def test_a_database_that_is_down_costs_a_note_not_the_page(
         await pg.stop()
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip("no headless Chromium on PATH (apt-get install -y chromium) to render /status under its CSP")
-
-
 async def test_the_page_renders_in_a_browser_under_its_csp(gateway: RunningGateway) -> None:
-    browser = _chromium()
+    chromium()  # skips where there is none
     await gateway.data(QUERY)
     assert gateway.services.stats is not None
     await gateway.services.stats.flush()
-    proc = await asyncio.create_subprocess_exec(
-        browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--virtual-time-budget=3000",
-        "--enable-logging=stderr", "--v=0", "--dump-dom", f"{gateway.url}/status",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=90)
-    dom, log = out.decode(errors="replace"), err.decode(errors="replace")
-    violations = [line for line in log.splitlines() if "Content Security Policy" in line]
+    dom, violations = await headless_dom(f"{gateway.url}/status", budget_ms=3000)
     assert violations == []
     assert "<svg" in dom and 'class="p95"' in dom and "Gateway status" in dom

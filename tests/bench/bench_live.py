@@ -40,8 +40,8 @@ import asyncpg
 import httpx
 import psutil
 
+from tests.helpers import REPO, free_port
 from tests.live import SUBSCRIBE, FeedUpstream
-from tests.test_ops import REPO, free_port
 
 TARGET_P99_MS = 100.0
 TARGET_KB_PER_SUBSCRIBER = 50.0
