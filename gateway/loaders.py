@@ -50,9 +50,15 @@ class FeedLoader(DataLoader[FeedKey, SourceOutcome]):
         self._outcomes = outcomes
         self._reads = reads
         self._asked: set[FeedKey] = set()  # every key asked of this loader, by any path
+        # Outcomes prime_fresh() found, put into the DataLoader's own cache only if the
+        # key is loaded again (that costs a future each; most requests never do).
+        self._primed: dict[FeedKey, SourceOutcome] = {}
 
     def load(self, key: FeedKey) -> asyncio.Future[SourceOutcome]:
         self._asked.add(key)
+        primed = self._primed.pop(key, None)
+        if primed is not None:
+            self.prime(key, primed)
         return super().load(key)
 
     def prime_fresh(self, keys: Sequence[FeedKey]) -> list[SourceOutcome] | None:
@@ -70,7 +76,7 @@ class FeedLoader(DataLoader[FeedKey, SourceOutcome]):
                 complete = False
                 continue
             self._asked.add(key)
-            self.prime(key, outcome)
+            self._primed[key] = outcome
             self._record(key, outcome)
             fresh[key] = outcome
         return [fresh[key] for key in keys] if complete else None

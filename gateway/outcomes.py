@@ -58,7 +58,7 @@ def status_of(error: SourceError) -> SourceStatus:
     raise AssertionError("unreachable: SourceError is the last row")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)  # weakly referenced by merged views
 class CachedFeed:
     """One cached upstream answer, normalised, newest first. Sorted once here, with
     the sort keys kept, so a request merges pre-sorted lists lazily instead of

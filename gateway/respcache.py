@@ -165,7 +165,7 @@ class Answer:
     status: int
     headers: list[tuple[bytes, bytes]]  # without content-length, cache-control, etag
     body: bytes
-    etag: bytes
+    etag: bytes | None  # of ``body``; None until asked for (only GETs that may be cached send one)
     result: dict[str, Any] | None  # kept only when ages must be recomputed
     ages: list[tuple[list[str | int], float]]
     last_ages: tuple[int, ...]
@@ -192,11 +192,11 @@ class Answer:
     expires: float = 0.0  # monotonic
     size: int = 0
 
-    def current(self, now_ts: float) -> tuple[bytes, bytes]:
-        """Body and ETag as of ``now_ts``: ``ageSeconds`` recomputed from when each
-        source's data was fetched (as the service computes it, whole seconds)."""
+    def current(self, now_ts: float) -> bytes:
+        """The body as of ``now_ts``: ``ageSeconds`` recomputed from when each source's
+        data was fetched (as the service computes it, whole seconds)."""
         if not self.ages or self.result is None or now_ts < self.ages_until:
-            return self.body, self.etag
+            return self.body
         ages = tuple(int(max(0.0, now_ts - fetched)) for _, fetched in self.ages)
         # The next moment one of these whole seconds ticks over: until then, the same.
         self.ages_until = min(fetched + age + 1 for (_, fetched), age in zip(self.ages, ages, strict=True))
@@ -208,14 +208,21 @@ class Answer:
                     node = node[step]
                 node[path[-1]] = age
             self.body = orjson.dumps(self.result)
-            self.etag = _etag(self.body)
+            self.etag = None
             self.last_ages = ages
-        return self.body, self.etag
+        return self.body
+
+    def tag(self) -> bytes:
+        """The strong ETag of the current body (computed once per body)."""
+        etag = self.etag
+        if etag is None:
+            etag = self.etag = _etag(self.body)
+        return etag
 
     def respond(self, scope: Scope, now_ts: float) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """Status, headers and body of this answer for this request: ages as of
         ``now_ts``; on GET, ``Cache-Control``, a strong ``ETag`` and 304 for a match."""
-        body, etag = self.current(now_ts)
+        body = self.current(now_ts)
         headers = list(self.headers)
         is_get = scope["method"] == "GET"
         authenticated = bool(_header(scope, b"authorization") or _header(scope, b"x-api-key"))
@@ -223,6 +230,7 @@ class Answer:
         headers.append((b"cache-control", cache_control))
         status = self.status
         if is_get and cache_control != _NO_STORE and self.status == 200:
+            etag = self.tag()
             headers.append((b"etag", etag))
             headers.append((b"vary", b"Accept"))  # the format asked for is part of the key
             inm = _header(scope, b"if-none-match")
@@ -467,7 +475,7 @@ class ResponseCacheMiddleware:
             status=status,
             headers=headers,
             body=out,
-            etag=_etag(out),
+            etag=None,
             result=reads.result if keep_result else None,
             ages=reads.ages if keep_result else [],
             last_ages=tuple(int(max(0.0, self.cache.clock.now().timestamp() - f)) for _, f in reads.ages)

@@ -12,13 +12,14 @@ import os
 import socket
 import uuid
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.live import LiveHub
 from gateway.ops.maintenance import Maintenance
 from gateway.ops.metrics import Metrics, cancel, sample_forever
 from gateway.ops.stats import StatsWriter
+from gateway.paging import PageViews
 from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.clock import Clock
 from gateway.service import SourceService
@@ -61,6 +62,8 @@ class Services:
     stats: StatsWriter | None = None
     maintenance: Maintenance | None = None
     live: LiveHub | None = None
+    #: Merged article lists by the feeds they merge, shared by the requests that read them.
+    pages: PageViews = field(default_factory=PageViews)
 
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:

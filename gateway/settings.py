@@ -205,12 +205,16 @@ class Settings:
     operation_log: bool = DEFAULT_OPERATION_LOG
     metrics: bool = DEFAULT_METRICS
     edge: EdgeSettings = field(default_factory=lambda: EdgeSettings())
+    _by_id: dict[str, SourceConfig] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_id: dict[str, SourceConfig] = {}
+        for s in self.sources:
+            by_id.setdefault(s.id, s)  # the first wins, as a scan in file order would
+        object.__setattr__(self, "_by_id", by_id)
 
     def source(self, source_id: str) -> SourceConfig | None:
-        for s in self.sources:
-            if s.id == source_id:
-                return s
-        return None
+        return self._by_id.get(source_id)
 
     @classmethod
     def from_env(

@@ -100,10 +100,11 @@ class Metrics:
         # Label children by their values: prometheus-client's labels() validates and
         # locks on every call, a cost the warm path pays per request and per source.
         self._children: dict[tuple[object, ...], Any] = {}
-        # Counts from answers served out of the response cache, added to their counters
-        # by flush(): a hit then costs dict additions, not a locked inc() per label set
-        # (prometheus-client has no batching of its own). Flushed by the sampler every
-        # LOOP_LAG_INTERVAL_S, before this process renders a scrape, and at exit.
+        # Counter increments of the request path (bump(), count_deferred()), added to
+        # their counters by flush(): a request then costs dict additions, not a locked
+        # inc() per label set (prometheus-client has no batching of its own): about 15
+        # per executed request. Flushed by the sampler every LOOP_LAG_INTERVAL_S,
+        # before this process renders a scrape, and at exit.
         self._deferred: dict[Any, int] = {}
 
     def child(self, metric: Any, *values: str) -> Any:
@@ -114,11 +115,11 @@ class Metrics:
         return found
 
     def source_result(self, source_id: str, status: str) -> None:
-        self.child(self.source_results, source_id, status).inc()
+        self.bump(self.child(self.source_results, source_id, status))
 
     # -- recording ------------------------------------------------------------------
     def operation(self, name: str | None, operation_type: str, outcome: str, seconds: float) -> None:
-        self.child(self.graphql_operations, self._operation_label(name), operation_type, outcome).inc()
+        self.bump(self.child(self.graphql_operations, self._operation_label(name), operation_type, outcome))
         self.graphql_duration.observe(seconds)
 
     def _operation_label(self, name: str | None) -> str:
@@ -144,6 +145,11 @@ class Metrics:
             child = self.child(self.source_results, source_id, status)
             counts[child] = counts.get(child, 0) + 1
         return list(counts.items())
+
+    def bump(self, counter: Any) -> None:
+        """``counter.inc()``, deferred to the next :meth:`flush` (a dict addition now)."""
+        deferred = self._deferred
+        deferred[counter] = deferred.get(counter, 0) + 1
 
     def count_deferred(self, counters: list[tuple[Any, int]]) -> None:
         deferred = self._deferred
@@ -206,7 +212,8 @@ class HTTPMetrics:
         try:
             await self.app(scope, receive, counting)
         finally:
-            self.metrics.child(self.metrics.http_requests, route_label(scope["path"]), scope["method"], str(status)).inc()
+            metrics = self.metrics
+            metrics.bump(metrics.child(metrics.http_requests, route_label(scope["path"]), scope["method"], str(status)))
 
 
 def route_label(path: str) -> str:

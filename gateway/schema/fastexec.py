@@ -42,6 +42,7 @@ from types import CoroutineType, GeneratorType
 from typing import Any
 
 from graphql import (
+    FragmentSpreadNode,
     GraphQLEnumType,
     GraphQLID,
     GraphQLNonNull,
@@ -55,26 +56,84 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
 
-# Field plans by operation (by identity, weakly: they live as long as the parsed document,
-# which the document cache keeps; nodes hash by structure, slowly), then by (parent type,
-# field node) ids.
-_plans_by_operation: dict[int, tuple[weakref.ref, dict[tuple[int, int], tuple[Any, Any, Any]]]] = {}
+
+class OperationMemo:
+    """What the fast executor keeps per operation, across its executions.
+
+    ``fields``: field plans by (parent type, field node) ids. ``selections``: when
+    nothing in the operation's selections depends on variables (no directive on any
+    field, fragment spread or inline fragment, no fragment variables), each
+    sub-selection's collected fields and plan, by the ids of its parent type and
+    field nodes; None otherwise (then they are collected once per execution, as
+    graphql-core does). Nodes and types are kept with their entries, so their ids
+    cannot be reused while an entry lives."""
+
+    __slots__ = ("fields", "selections", "checked")
+
+    def __init__(self) -> None:
+        self.fields: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
+        self.selections: dict[tuple[int, ...], tuple[Any, ...]] | None = None
+        self.checked = False
+
+    def check_static(self, operation: Any, fragments: Any) -> None:
+        if not self.checked:
+            self.checked = True
+            if _static_selections(operation.selection_set, fragments, set()):
+                self.selections = {}
 
 
-def operation_plans(operation: Any) -> dict[tuple[int, int], tuple[Any, Any, Any]]:
+def _static_selections(selection_set: Any, fragments: Any, visited: set[str]) -> bool:
+    """Whether collecting these selections (and the fragments they spread) can never
+    depend on variables: no directives anywhere in them, no fragment variables."""
+    if selection_set is None:
+        return True
+    for selection in selection_set.selections:
+        if selection.directives:
+            return False
+        if isinstance(selection, FragmentSpreadNode):
+            if getattr(selection, "arguments", None):
+                return False  # fragment arguments (experimental): values differ per execution
+            name = selection.name.value
+            if name in visited:
+                continue
+            visited.add(name)
+            details = fragments.get(name)
+            if details is None:
+                return False  # graphql-core's own path reports it
+            definition = getattr(details, "definition", details)
+            if getattr(definition, "variable_definitions", None) or definition.directives:
+                return False
+            if not _static_selections(definition.selection_set, fragments, visited):
+                return False
+        elif not _static_selections(selection.selection_set, fragments, visited):
+            return False
+    return True
+
+
+# By operation, by identity and weakly: a memo lives as long as the parsed document,
+# which the document cache keeps (nodes hash by structure, slowly).
+_memos_by_operation: dict[int, tuple[weakref.ref, OperationMemo]] = {}
+
+
+def operation_memo(operation: Any) -> OperationMemo:
     key = id(operation)
-    entry = _plans_by_operation.get(key)
+    entry = _memos_by_operation.get(key)
     if entry is not None and entry[0]() is operation:
         return entry[1]
 
     def forget(ref: weakref.ref) -> None:
-        current = _plans_by_operation.get(key)
+        current = _memos_by_operation.get(key)
         if current is not None and current[0] is ref:
-            del _plans_by_operation[key]
+            del _memos_by_operation[key]
 
-    plans: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
-    _plans_by_operation[key] = (weakref.ref(operation, forget), plans)
-    return plans
+    memo = OperationMemo()
+    _memos_by_operation[key] = (weakref.ref(operation, forget), memo)
+    return memo
+
+
+def operation_plans(operation: Any) -> dict[tuple[int, int], tuple[Any, Any, Any]]:
+    """The field plans of ``operation`` (see :class:`OperationMemo`)."""
+    return operation_memo(operation).fields
 
 
 _SKIP_INCLUDE = frozenset({"skip", "include"})
@@ -186,6 +245,9 @@ def _make_field_plan(parent_type: GraphQLObjectType, field_details_list: Any) ->
     return SLOW_PLAN  # lists, interfaces, unions
 
 
+_NOT_PLANNED = object()  # a sub-selection whose plan is made per execution
+
+
 class _Fallback(Exception):
     """This object needs graphql-core's own path."""
 
@@ -208,7 +270,31 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         # Sub-selections of plain object fields and list items: by the field's
         # FieldDetailsList (one object per execution, like graphql-core's memo).
         self.sub_plans: dict[int, tuple[Any, GraphQLObjectType, Any, Any, Any]] = {}
-        self.field_plans = operation_plans(self.operation)
+        memo = operation_memo(self.operation)
+        memo.check_static(self.operation, self.fragments)
+        self.field_plans = memo.fields
+        self.shared_selections = memo.selections
+
+    def collect_subfields(self, return_type: GraphQLObjectType, field_details_list: Any) -> Any:
+        """graphql-core's, shared by the operation's executions when its selections
+        do not depend on variables (see :class:`OperationMemo`)."""
+        return self.subselection(return_type, field_details_list)[0]
+
+    def subselection(self, object_type: GraphQLObjectType, fdl: Any) -> tuple[Any, Any]:
+        """(collected fields, plan or None) of ``fdl``'s sub-selection on ``object_type``."""
+        shared = self.shared_selections
+        if shared is None:
+            collected = super().collect_subfields(object_type, fdl)
+            return collected, _NOT_PLANNED
+        key = (id(object_type), *[id(details.node) for details in fdl])
+        entry = shared.get(key)
+        if entry is not None and entry[0] is object_type:
+            return entry[2], entry[3]
+        collected = super().collect_subfields(object_type, fdl)
+        grouped_field_set, new_defer_usages, _forbidden = collected
+        plan = None if new_defer_usages else self.selection_plan(object_type, grouped_field_set)
+        shared[key] = (object_type, [details.node for details in fdl], collected, plan)
+        return collected, plan
 
     def selection_plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> Any:
         entry = self.set_plans.get(id(grouped_field_set))
@@ -366,12 +452,14 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
 
     def execute_subselection(self, object_type: GraphQLObjectType, fdl: Any, path: Path, value: Any) -> Any:
         """``collect_and_execute_subfields``, with the collected fields and their plan
-        looked up once per execution."""
+        looked up once per execution (or per operation: :meth:`subselection`)."""
         key = id(fdl)  # one object type per field here (abstract types take graphql-core's path)
         entry = self.sub_plans.get(key)
         if entry is None or entry[0] is not fdl or entry[1] is not object_type:
-            grouped_field_set, new_defer_usages, _forbidden = self.collect_subfields(object_type, fdl)
-            plan = None if new_defer_usages else self.selection_plan(object_type, grouped_field_set)
+            collected, plan = self.subselection(object_type, fdl)
+            grouped_field_set, new_defer_usages, _forbidden = collected
+            if plan is _NOT_PLANNED:
+                plan = None if new_defer_usages else self.selection_plan(object_type, grouped_field_set)
             entry = (fdl, object_type, grouped_field_set, new_defer_usages, plan)
             self.sub_plans[key] = entry  # fdl kept: its id cannot be reused meanwhile
         _, _, grouped_field_set, new_defer_usages, plan = entry

@@ -13,7 +13,7 @@ from gateway.edge.inputs import check_all_storable, check_storable
 from gateway.errors import BadUserInput, CriticalSourceFailed, DatabaseUnavailable
 from gateway.loaders import FeedKey
 from gateway.outcomes import SourceOutcome
-from gateway.paging import Stream, decode_cursor, merge_page
+from gateway.paging import Stream, decode_cursor
 from gateway.resilience.breaker import BreakerState
 from gateway.schema.types import (
     Article,
@@ -112,10 +112,14 @@ class Query:
             Stream(o.articles, o.sort_keys, o.key_by_id, needle if key.search is None else None)
             for o, key in zip(outcomes, keys, strict=True)
         ]
-        page, has_next = merge_page(streams, first=first, after=after_key, since=since)
+        view = info.context.services.pages.view([o.feed for o in outcomes], streams)
+        start, stop, has_next = view.page(first=first, after=after_key, since=since)
         if info.context.meter is not None:
-            info.context.meter.returned(1 + len(page))
-        return ArticleConnection(page=page, has_next=has_next, outcomes=outcomes, has_previous=after_key is not None)
+            info.context.meter.returned(1 + stop - start)
+        return ArticleConnection(
+            page=view.articles[start:stop], has_next=has_next, outcomes=outcomes, has_previous=after_key is not None,
+            view=view, start=start,
+        )
 
     @strawberry.field(description="One article by id: any article the gateway has seen. Null if unknown.")
     async def article(

@@ -18,7 +18,7 @@ from gateway.context import GatewayContext
 from gateway.errors import BadUserInput, SourceErrorCode
 from gateway.errors import SourceError as DomainSourceError
 from gateway.outcomes import SourceOutcome, SourceStatus
-from gateway.paging import encode_cursor
+from gateway.paging import MergedFeeds, encode_cursor
 from gateway.resilience.breaker import BreakerSnapshot, BreakerState
 from gateway.schema.fastexec import context_only
 from gateway.settings import MAX_FIRST, MAX_STATS_WINDOW_MINUTES, SourceConfig, SourceKind
@@ -75,6 +75,11 @@ class Breaker:
         return cls(state=snap.state, failures=snap.failures, opened_at=snap.opened_at)
 
 
+#: ``Source`` objects by configuration (see ``Source.of``), at most this many.
+MAX_SOURCE_TYPES = 1024
+_SOURCES: dict[int, tuple[SourceConfig, Source]] = {}
+
+
 @strawberry.type(description="An upstream news source configured in this gateway.")
 class Source:
     config: strawberry.Private[SourceConfig]
@@ -87,8 +92,17 @@ class Source:
 
     @classmethod
     def of(cls, config: SourceConfig) -> Source:
-        return cls(config=config, id=strawberry.ID(config.id), name=config.name, kind=SourceKind(config.kind),
-                   critical=config.critical)
+        """The (immutable) ``Source`` of ``config``: one per configuration, shared by
+        every answer that shows it."""
+        entry = _SOURCES.get(id(config))
+        if entry is not None and entry[0] is config:
+            return entry[1]
+        source = cls(config=config, id=strawberry.ID(config.id), name=config.name, kind=SourceKind(config.kind),
+                     critical=config.critical)
+        if len(_SOURCES) >= MAX_SOURCE_TYPES:
+            _SOURCES.clear()  # configurations made on the fly (removed sources): start over
+        _SOURCES[id(config)] = (config, source)  # config kept: its id cannot be reused meanwhile
+        return source
 
     @strawberry.field(description="The source's circuit breaker.")
     @context_only
@@ -252,11 +266,21 @@ class ArticleConnection:
     has_next: strawberry.Private[bool]
     outcomes: strawberry.Private[list[SourceOutcome]]
     has_previous: strawberry.Private[bool] = False
+    #: The merged view the page is a slice of (from ``start``): it keeps the cursors.
+    view: strawberry.Private[MergedFeeds | None] = None
+    start: strawberry.Private[int] = 0
+
+    def cursor(self, i: int) -> str:
+        """The cursor of the page's ``i``-th article."""
+        if self.view is not None:
+            return self.view.cursor(self.start + i)
+        return encode_cursor(self.page[i])
 
     @strawberry.field(description="Articles with their cursors.")
     @context_only
     def edges(self) -> list[ArticleEdge]:
-        return [ArticleEdge(cursor=encode_cursor(a), node=a) for a in self.page]  # type: ignore[arg-type]
+        cursor = self.cursor
+        return [ArticleEdge(cursor=cursor(i), node=a) for i, a in enumerate(self.page)]  # type: ignore[arg-type]
 
     @strawberry.field(description="The same articles, without cursors.")
     @context_only
@@ -269,8 +293,8 @@ class ArticleConnection:
         return PageInfo(
             has_next_page=self.has_next,
             has_previous_page=self.has_previous,
-            start_cursor=encode_cursor(self.page[0]) if self.page else None,
-            end_cursor=encode_cursor(self.page[-1]) if self.page else None,
+            start_cursor=self.cursor(0) if self.page else None,
+            end_cursor=self.cursor(len(self.page) - 1) if self.page else None,
         )
 
     @strawberry.field(description="One entry per source asked, with its status.")

@@ -65,7 +65,7 @@ class FeedCache:
 
     def count(self, layer: str, hit: bool) -> None:
         if self.metrics is not None:
-            self.metrics.child(self.metrics.cache_operations, layer, "hit" if hit else "miss").inc()
+            self.metrics.bump(self.metrics.child(self.metrics.cache_operations, layer, "hit" if hit else "miss"))
 
     def note_read(self, key: FeedKey, search: str | None) -> None:
         """A request asked for ``key``: the maintenance leader refreshes keys read
