@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from gateway.documents import CachedDocument
     from gateway.outcomes import SourceOutcome
     from gateway.respcache import ReadLog
+    from gateway.schema.execmemo import ResultMemo
     from gateway.services import Services
 
 
@@ -44,6 +45,11 @@ class GatewayContext:
     #: A WebSocket's connection_init payload (Strawberry sets it) and its scope.
     connection_params: dict[str, Any] | None = None
     socket_scope: dict[str, Any] | None = None
+
+    @property
+    def result_memo(self) -> ResultMemo:
+        """Where the fast executor keeps sub-answers of cached values (the app's)."""
+        return self.services.results
 
     def renew_for_event(self) -> None:
         """A live subscription outlives its request's deadline: each event is resolved

@@ -22,6 +22,7 @@ from gateway.ops.stats import StatsWriter
 from gateway.paging import PageViews
 from gateway.resilience.breaker import CircuitBreaker
 from gateway.resilience.clock import Clock
+from gateway.schema.execmemo import ResultMemo
 from gateway.service import SourceService
 from gateway.service.client import FetchRecorder, SourceClient
 from gateway.service.coordinator import RefreshCoordinator
@@ -64,6 +65,8 @@ class Services:
     live: LiveHub | None = None
     #: Merged article lists by the feeds they merge, shared by the requests that read them.
     pages: PageViews = field(default_factory=PageViews)
+    #: Completed sub-answers of cached articles, shared by the requests that show them.
+    results: ResultMemo = field(default_factory=ResultMemo)
 
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:

@@ -314,7 +314,7 @@ class OneDocumentPerText(SchemaExtension):
 
 
 async def test_selections_shared_across_executions_give_the_same_answers() -> None:
-    from gateway.schema import fastexec
+    from gateway.schema import execmemo
 
     # Every kind of owner in turn, twice, on one document per text: from the second
     # execution on, collected fields and plans come from the operation's memo.
@@ -327,10 +327,10 @@ async def test_selections_shared_across_executions_give_the_same_answers() -> No
                 context = {"gift": GIFTS.get(kind, "ok")}
                 expected = await slow.execute(doc, variables, context)
                 assert _answer(await fast.execute(doc, variables, context)) == _answer(expected), (doc, kind)
-        memo = fastexec.operation_memo(OneDocumentPerText.documents[doc].definitions[0])
+        memo = execmemo.operation_memo(OneDocumentPerText.documents[doc].definitions[0])
         assert memo.selections, doc  # shared, and used
     await fast.execute(MINI_DOCS[0], {"kind": "plain", "yes": True}, {"gift": "ok"})
-    conditional = fastexec.operation_memo(OneDocumentPerText.documents[MINI_DOCS[0]].definitions[0])
+    conditional = execmemo.operation_memo(OneDocumentPerText.documents[MINI_DOCS[0]].definitions[0])
     assert conditional.checked and conditional.selections is None  # @include/@skip: per execution
 
 
@@ -380,6 +380,8 @@ def test_plain_fields_are_planned_and_resolvers_are_not() -> None:
     assert plan("Article", "source")[0] == 4  # a resolver that reads only the context
     assert plan("SourceResult", "ageSeconds")[0] == 4  # ... and the path
     assert plan("ArticleConnection", "edges")[0] == 4  # ... or nothing
+    assert plan("Query", "articles")[0] == 4  # scalar arguments, sync (an awaitable when cold)
+    assert plan("Query", "articles")[1][3] == {a: a for a in ("sources", "search", "since", "first", "after")}
     assert plan("Article", "comments")[0] == 0  # arguments, async: graphql-core runs it
     assert plan("Query", "health")[0] == 0
     assert issubclass(schema.execution_context_class, FastExecutor)  # live events add a memo on top
@@ -437,6 +439,7 @@ async def test_same_answer_as_graphql_core_on_the_real_schema(real: RunningGatew
     front = await fast_schema.execute(REAL_DOCS[0][0], variable_values={"first": 12},
                                       context_value=build_context(services))
     assert len(front.data["articles"]["edges"]) == 12 and not front.errors
+    assert services.results.hits >= 12  # the articles' sub-answers came from the memo
     failing = await fast_schema.execute(REAL_DOCS[2][0], context_value=build_context(services))
     assert failing.errors and failing.data == {"articles": None, "sources": failing.data["sources"]}
 
@@ -446,13 +449,58 @@ def test_field_plans_live_as_long_as_their_document() -> None:
 
     from graphql import parse
 
-    from gateway.schema import fastexec
+    from gateway.schema import execmemo
 
-    before = len(fastexec._memos_by_operation)
+    before = len(execmemo._memos_by_operation)
     document = parse("{ a }")
-    plans = fastexec.operation_plans(document.definitions[0])
-    assert fastexec.operation_plans(document.definitions[0]) is plans
-    assert len(fastexec._memos_by_operation) == before + 1
+    plans = execmemo.operation_plans(document.definitions[0])
+    assert execmemo.operation_plans(document.definitions[0]) is plans
+    assert len(execmemo._memos_by_operation) == before + 1
     del document, plans
     gc.collect()
-    assert len(fastexec._memos_by_operation) == before
+    assert len(execmemo._memos_by_operation) == before
+
+
+async def test_only_pure_sub_answers_of_frozen_values_are_reused(real: RunningGateway) -> None:
+    services = real.services
+    fast_schema = build_schema()
+    slow_schema = build_schema(execution_context_class=StrawberryGraphQLCoreExecutionContext)
+
+    async def both(doc: str, variables: dict[str, Any]) -> tuple[Any, Any]:
+        slow = await slow_schema.execute(doc, variable_values=variables, context_value=build_context(services))
+        fast = await fast_schema.execute(doc, variable_values=variables, context_value=build_context(services))
+        return slow, fast
+
+    await both("{ articles(first: 1) { nodes { id } } }", {})  # warm
+    await services.source_service.settle(timeout_s=10)
+    pure = "query P($n: Int!) { articles(first: $n) { nodes { id title publishedAt source { id name kind } } } }"
+    slow, fast = await both(pure, {"n": 6})
+    stored = services.results.stores
+    assert stored >= 6 and _answer(fast) == _answer(slow)
+    hits = services.results.hits
+    slow, fast = await both(pure, {"n": 4})  # other variables, same articles: reused
+    assert services.results.hits == hits + 4 and services.results.stores == stored
+    assert _answer(fast) == _answer(slow)
+    # A breaker is live state (an impure resolver): nothing of these articles is kept.
+    live = "query L($n: Int!) { articles(first: $n) { nodes { id source { breaker { state failures } } } } }"
+    for n in (3, 2):
+        slow, fast = await both(live, {"n": n})
+        assert _answer(fast) == _answer(slow)
+    assert services.results.stores == stored and services.results.hits == hits + 4
+    # With a directive the plans are per execution: not kept either.
+    conditional = "query C($n: Int!, $t: Boolean!) { articles(first: $n) { nodes { id title @include(if: $t) } } }"
+    for t in (True, False):
+        slow, fast = await both(conditional, {"n": 2, "t": t})
+        assert _answer(fast) == _answer(slow)
+    assert services.results.stores == stored
+
+
+def test_the_result_memo_is_bounded() -> None:
+    from gateway.schema.execmemo import ResultMemo
+
+    memo = ResultMemo(max_entries=3)
+    plan, values = [], [object() for _ in range(4)]
+    for i, value in enumerate(values):
+        memo.put(plan, value, {"i": i})
+    assert len(memo) == 1 and memo.get(plan, values[3]) == {"i": 3} and memo.get(plan, values[0]) is None
+    assert memo.get([], values[3]) is None  # another plan: another answer

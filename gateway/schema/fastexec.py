@@ -37,104 +37,26 @@ to hit every corner and on the real one.
 from __future__ import annotations
 
 import inspect
-import weakref
 from types import CoroutineType, GeneratorType
 from typing import Any
 
 from graphql import (
-    FragmentSpreadNode,
     GraphQLEnumType,
     GraphQLID,
+    GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLScalarType,
     GraphQLString,
     Undefined,
 )
+from graphql.execution import get_argument_values
 from graphql.pyutils import Path, gather_with_cancel
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
 
-
-class OperationMemo:
-    """What the fast executor keeps per operation, across its executions.
-
-    ``fields``: field plans by (parent type, field node) ids. ``selections``: when
-    nothing in the operation's selections depends on variables (no directive on any
-    field, fragment spread or inline fragment, no fragment variables), each
-    sub-selection's collected fields and plan, by the ids of its parent type and
-    field nodes; None otherwise (then they are collected once per execution, as
-    graphql-core does). Nodes and types are kept with their entries, so their ids
-    cannot be reused while an entry lives."""
-
-    __slots__ = ("fields", "selections", "checked")
-
-    def __init__(self) -> None:
-        self.fields: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
-        self.selections: dict[tuple[int, ...], tuple[Any, ...]] | None = None
-        self.checked = False
-
-    def check_static(self, operation: Any, fragments: Any) -> None:
-        if not self.checked:
-            self.checked = True
-            if _static_selections(operation.selection_set, fragments, set()):
-                self.selections = {}
-
-
-def _static_selections(selection_set: Any, fragments: Any, visited: set[str]) -> bool:
-    """Whether collecting these selections (and the fragments they spread) can never
-    depend on variables: no directives anywhere in them, no fragment variables."""
-    if selection_set is None:
-        return True
-    for selection in selection_set.selections:
-        if selection.directives:
-            return False
-        if isinstance(selection, FragmentSpreadNode):
-            if getattr(selection, "arguments", None):
-                return False  # fragment arguments (experimental): values differ per execution
-            name = selection.name.value
-            if name in visited:
-                continue
-            visited.add(name)
-            details = fragments.get(name)
-            if details is None:
-                return False  # graphql-core's own path reports it
-            definition = getattr(details, "definition", details)
-            if getattr(definition, "variable_definitions", None) or definition.directives:
-                return False
-            if not _static_selections(definition.selection_set, fragments, visited):
-                return False
-        elif not _static_selections(selection.selection_set, fragments, visited):
-            return False
-    return True
-
-
-# By operation, by identity and weakly: a memo lives as long as the parsed document,
-# which the document cache keeps (nodes hash by structure, slowly).
-_memos_by_operation: dict[int, tuple[weakref.ref, OperationMemo]] = {}
-
-
-def operation_memo(operation: Any) -> OperationMemo:
-    key = id(operation)
-    entry = _memos_by_operation.get(key)
-    if entry is not None and entry[0]() is operation:
-        return entry[1]
-
-    def forget(ref: weakref.ref) -> None:
-        current = _memos_by_operation.get(key)
-        if current is not None and current[0] is ref:
-            del _memos_by_operation[key]
-
-    memo = OperationMemo()
-    _memos_by_operation[key] = (weakref.ref(operation, forget), memo)
-    return memo
-
-
-def operation_plans(operation: Any) -> dict[tuple[int, int], tuple[Any, Any, Any]]:
-    """The field plans of ``operation`` (see :class:`OperationMemo`)."""
-    return operation_memo(operation).fields
-
+from gateway.schema.execmemo import ResultMemo, is_frozen, operation_memo
 
 _SKIP_INCLUDE = frozenset({"skip", "include"})
 #: Types that are never awaitable and never an exception: no check needed beyond coercion.
@@ -166,18 +88,33 @@ _SLOW = 0  # graphql-core runs it
 _TYPENAME = 1
 _LEAF = 2
 _OBJECT = 3
-_CONTEXT = 4  # a resolver marked @context_only; the attribute slot: (function, takes info, field)
+_CONTEXT = 4  # a resolver marked @context_only; the attribute slot: (function, takes info, field, arguments)
 SLOW_PLAN = (_SLOW, None, None, False, False, None, None)
 
 
-def context_only(resolver: Any) -> Any:
-    """Marks a sync resolver without arguments that reads nothing of ``info`` but
-    ``info.context`` and ``info.path`` (or takes no ``info`` at all): the fast executor
-    then calls it as ``resolver(root, info)`` (or ``resolver(root)``) with an ``info``
-    that has only those two (Strawberry's wrappers cost more than most such resolvers).
-    Anything else on ``info`` raises AttributeError there."""
-    resolver.gateway_context_only = len(inspect.signature(resolver).parameters)
-    return resolver
+def context_only(resolver: Any = None, *, pure: bool = False) -> Any:
+    """Marks a sync resolver that reads nothing of ``info`` but ``info.context`` and
+    ``info.path`` (or takes no ``info`` at all), and whose arguments, if any, are
+    scalars or lists of scalars: the fast executor then calls it as
+    ``resolver(root, info, **arguments)`` (or without ``info``) with an ``info``
+    that has only those two, and the arguments as graphql-core coerced them (all
+    Strawberry's conversion would do with scalars), skipping Strawberry's wrappers,
+    which cost more than most such resolvers. Anything else on ``info`` raises
+    AttributeError there. It may return an awaitable (graphql-core awaits it): a
+    warm answer then needs no coroutine at all.
+
+    ``pure=True`` says more: its answer depends on nothing but ``root`` and the app's
+    configuration (not on arguments, the request, the path, the time or live
+    state), so a completed sub-answer that contains it may be reused
+    (:class:`ResultMemo`)."""
+
+    def mark(func: Any) -> Any:
+        func.gateway_context_only = True
+        func.gateway_takes_info = "info" in inspect.signature(func).parameters
+        func.gateway_pure = pure
+        return func
+
+    return mark if resolver is None else mark(resolver)
 
 
 class ContextInfo:
@@ -206,14 +143,14 @@ def plan_field(parent_type: GraphQLObjectType, field_details_list: Any, plans: d
 
 def _make_field_plan(parent_type: GraphQLObjectType, field_details_list: Any) -> Any:
     for details in field_details_list:
-        node = details.node
-        if node.arguments or any(d.name.value not in _SKIP_INCLUDE for d in node.directives or ()):
+        if any(d.name.value not in _SKIP_INCLUDE for d in details.node.directives or ()):
             return SLOW_PLAN
+    with_arguments = any(details.node.arguments for details in field_details_list)
     name = field_details_list[0].node.name.value
     if name == "__typename":
         return (_TYPENAME, None, None, False, False, None, None)
     field_def = parent_type.fields.get(name)
-    if field_def is None or field_def.args:
+    if field_def is None:
         return SLOW_PLAN
     definition = (field_def.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
     if not (
@@ -229,14 +166,17 @@ def _make_field_plan(parent_type: GraphQLObjectType, field_details_list: Any) ->
     resolver = definition.base_resolver
     if resolver is not None:
         func = resolver.wrapped_func
-        params = getattr(func, "gateway_context_only", 0)
-        if params in (1, 2) and not resolver.is_async and not resolver.arguments:
+        if getattr(func, "gateway_context_only", False) and not resolver.is_async:
+            names = _argument_names(field_def, resolver)
+            if names is None:
+                return SLOW_PLAN
             plain_object = named if isinstance(named, GraphQLObjectType) and named.is_type_of is None else None
             leaf = isinstance(named, GraphQLScalarType | GraphQLEnumType)
             coerce = named.coerce_output_value if leaf else None
-            return (_CONTEXT, (func, params == 2, field_def), coerce, non_null, False, plain_object, field_type)
+            step = (func, func.gateway_takes_info, field_def, names or None)
+            return (_CONTEXT, step, coerce, non_null, False, plain_object, field_type)
         return SLOW_PLAN
-    if definition.default_resolver is not getattr:
+    if with_arguments or field_def.args or definition.default_resolver is not getattr:
         return SLOW_PLAN
     if isinstance(named, GraphQLScalarType | GraphQLEnumType):
         return (_LEAF, definition.python_name, named.coerce_output_value, non_null, named in _STRINGS, None, field_type)
@@ -245,8 +185,26 @@ def _make_field_plan(parent_type: GraphQLObjectType, field_details_list: Any) ->
     return SLOW_PLAN  # lists, interfaces, unions
 
 
-_NOT_PLANNED = object()  # a sub-selection whose plan is made per execution
+def _argument_names(field_def: Any, resolver: Any) -> dict[str, str] | None:
+    """GraphQL argument name -> the resolver's parameter, when every argument is a
+    scalar or a list of scalars (values graphql-core's coercion leaves as Strawberry
+    would pass them); None otherwise."""
+    arguments = resolver.arguments
+    if len(arguments) != len(field_def.args):
+        return None
+    names: dict[str, str] = {}
+    # Strawberry builds the GraphQL arguments from the resolver's, in order.
+    for (graphql_name, argument), strawberry_argument in zip(field_def.args.items(), arguments, strict=True):
+        named = argument.type
+        while isinstance(named, GraphQLNonNull | GraphQLList):
+            named = named.of_type
+        if not isinstance(named, GraphQLScalarType) or argument.ast_node is not None and argument.ast_node.directives:
+            return None
+        names[graphql_name] = strawberry_argument.python_name
+    return names
 
+
+_NOT_PLANNED = object()  # a sub-selection whose plan is made per execution
 
 class _Fallback(Exception):
     """This object needs graphql-core's own path."""
@@ -274,11 +232,39 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         memo.check_static(self.operation, self.fragments)
         self.field_plans = memo.fields
         self.shared_selections = memo.selections
+        self.pure_plans = memo.pure
+        # Sub-answers reused across executions: only with shared (static) plans, and
+        # only where the context offers a memo (the app's: see GatewayContext).
+        self.results: ResultMemo | None = (
+            getattr(self.context_value, "result_memo", None) if memo.selections is not None else None
+        )
 
     def collect_subfields(self, return_type: GraphQLObjectType, field_details_list: Any) -> Any:
         """graphql-core's, shared by the operation's executions when its selections
         do not depend on variables (see :class:`OperationMemo`)."""
         return self.subselection(return_type, field_details_list)[0]
+
+    def plan_is_pure(self, plan: list) -> bool:
+        """Whether ``plan``'s answer depends on nothing but its value and the app's
+        configuration: leaves, ``__typename``, and plain objects and ``pure``
+        resolvers whose own sub-selections are pure too (shared plans only)."""
+        found = self.pure_plans.get(id(plan))
+        if found is not None and found[0] is plan:
+            return found[1]
+        self.pure_plans[id(plan)] = (plan, False)  # a cycle is not pure (and cannot occur)
+        pure = True
+        for _name, fdl, kind, attr, coerce, _non_null, _str, object_type, _field_type in plan:
+            if kind is _SLOW or (
+                kind is _CONTEXT and not (attr[0].gateway_pure and attr[3] is None and (object_type or coerce))
+            ):
+                pure = False
+            elif object_type is not None:
+                collected, sub = self.subselection(object_type, fdl)
+                pure = sub is not None and sub is not _NOT_PLANNED and not collected[1] and self.plan_is_pure(sub)
+            if not pure:
+                break
+        self.pure_plans[id(plan)] = (plan, pure)
+        return pure
 
     def subselection(self, object_type: GraphQLObjectType, fdl: Any) -> tuple[Any, Any]:
         """(collected fields, plan or None) of ``fdl``'s sub-selection on ``object_type``."""
@@ -425,9 +411,21 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
 
     def execute_context_field(self, parent_type: GraphQLObjectType, source: Any, fdl: Any, path: Path, step: tuple) -> Any:
         """``execute_field`` for a :func:`context_only` resolver."""
-        object_type, field_type, (resolver, takes_info, field_def), coerce, non_null = step
+        object_type, field_type, (resolver, takes_info, field_def, names), coerce, non_null = step
         try:
-            result = resolver(source, ContextInfo(self.context_value, path)) if takes_info else resolver(source)
+            if names is None:
+                result = resolver(source, ContextInfo(self.context_value, path)) if takes_info else resolver(source)
+            else:
+                details = fdl[0]
+                values = get_argument_values(
+                    field_def, details.node, self.variable_values, details.fragment_variable_values,
+                    self.hide_suggestions,
+                )
+                arguments = {names[name]: value for name, value in values.items()}
+                if takes_info:
+                    result = resolver(source, ContextInfo(self.context_value, path), **arguments)
+                else:
+                    result = resolver(source, **arguments)
             if result is None:
                 if not non_null:
                     return None
@@ -463,9 +461,20 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             entry = (fdl, object_type, grouped_field_set, new_defer_usages, plan)
             self.sub_plans[key] = entry  # fdl kept: its id cannot be reused meanwhile
         _, _, grouped_field_set, new_defer_usages, plan = entry
-        if plan is not None and self.fast_enabled:
+        if plan is None or not self.fast_enabled:
+            return self.execute_collected_subfields(object_type, value, path, grouped_field_set, new_defer_usages, None)
+        results = self.results
+        if results is None or not is_frozen(type(value)) or not self.plan_is_pure(plan):
             return self.run_plan(object_type, value, path, grouped_field_set, plan)
-        return self.execute_collected_subfields(object_type, value, path, grouped_field_set, new_defer_usages, None)
+        completed = results.get(plan, value)
+        if completed is not None:
+            return completed
+        errors = self.collected_errors.errors
+        before = len(errors)
+        completed = self.run_plan(object_type, value, path, grouped_field_set, plan)
+        if type(completed) is dict and len(errors) == before:
+            results.put(plan, value, completed)
+        return completed
 
     def complete_list_item_value(
         self,

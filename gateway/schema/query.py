@@ -15,6 +15,7 @@ from gateway.loaders import FeedKey
 from gateway.outcomes import SourceOutcome
 from gateway.paging import Stream, decode_cursor
 from gateway.resilience.breaker import BreakerState
+from gateway.schema.fastexec import context_only
 from gateway.schema.types import (
     Article,
     ArticleConnection,
@@ -30,6 +31,7 @@ from gateway.schema.types import (
     check_first,
 )
 from gateway.settings import SourceConfig
+from gateway.sources.base import SortKey
 
 MAX_SEARCH_LENGTH = 200
 _UNUSABLE_IN_SEARCH = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
@@ -53,6 +55,37 @@ def _selected_sources(info: Info, ids: list[strawberry.ID] | None) -> list[Sourc
     return chosen
 
 
+async def _loaded_page(
+    info: Info, keys: list[FeedKey], first: int, after_key: SortKey | None, since: datetime | None, search: str | None
+) -> ArticleConnection | None:
+    outcomes = await info.context.loaders.feeds.load_many(keys)
+    return _page(info, outcomes, keys, first, after_key, since, search)
+
+
+def _page(
+    info: Info, outcomes: list[SourceOutcome], keys: list[FeedKey], first: int, after_key: SortKey | None,
+    since: datetime | None, search: str | None,
+) -> ArticleConnection | None:
+    for outcome in outcomes:
+        if outcome.source.critical and not outcome.status.has_data:
+            code = outcome.error.code if outcome.error else outcome.status.value
+            raise CriticalSourceFailed(f"critical source {outcome.source.id!r} has no data ({code})")
+
+    needle = search.lower() if search else None
+    streams = [
+        Stream(o.articles, o.sort_keys, o.key_by_id, needle if key.search is None else None)
+        for o, key in zip(outcomes, keys, strict=True)
+    ]
+    view = info.context.services.pages.view([o.feed for o in outcomes], streams)
+    start, stop, has_next = view.page(first=first, after=after_key, since=since)
+    if info.context.meter is not None:
+        info.context.meter.returned(1 + stop - start)
+    return ArticleConnection(
+        page=view.articles[start:stop], has_next=has_next, outcomes=outcomes, has_previous=after_key is not None,
+        view=view, start=start,
+    )
+
+
 @strawberry.type(description="Read news and the gateway's state.")
 class Query:
     @strawberry.field(
@@ -61,7 +94,8 @@ class Query:
         "when a source marked critical has no data (this field is nullable so that other root fields still "
         "resolve)."
     )
-    async def articles(
+    @context_only  # sync: a warm answer (every source fresh in memory) awaits nothing
+    def articles(
         self,
         info: Info,
         sources: Annotated[
@@ -100,26 +134,8 @@ class Query:
         feeds = info.context.loaders.feeds
         outcomes: list[SourceOutcome] | None = feeds.prime_fresh(keys)  # warm: no batch, no loop turn
         if outcomes is None:
-            outcomes = await feeds.load_many(keys)
-
-        for outcome in outcomes:
-            if outcome.source.critical and not outcome.status.has_data:
-                code = outcome.error.code if outcome.error else outcome.status.value
-                raise CriticalSourceFailed(f"critical source {outcome.source.id!r} has no data ({code})")
-
-        needle = search.lower() if search else None
-        streams = [
-            Stream(o.articles, o.sort_keys, o.key_by_id, needle if key.search is None else None)
-            for o, key in zip(outcomes, keys, strict=True)
-        ]
-        view = info.context.services.pages.view([o.feed for o in outcomes], streams)
-        start, stop, has_next = view.page(first=first, after=after_key, since=since)
-        if info.context.meter is not None:
-            info.context.meter.returned(1 + stop - start)
-        return ArticleConnection(
-            page=view.articles[start:stop], has_next=has_next, outcomes=outcomes, has_previous=after_key is not None,
-            view=view, start=start,
-        )
+            return _loaded_page(info, keys, first, after_key, since, search)  # type: ignore[return-value]
+        return _page(info, outcomes, keys, first, after_key, since, search)
 
     @strawberry.field(description="One article by id: any article the gateway has seen. Null if unknown.")
     async def article(

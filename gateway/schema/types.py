@@ -199,7 +199,7 @@ class Article:
     comment_count: int | None = strawberry.field(description="Number of comments (Hacker News only).")
 
     @strawberry.field(description="The source that brought this article.")
-    @context_only
+    @context_only(pure=True)  # the configuration's Source for the article's source id
     def source(self, info: Info) -> Source:
         return source_of(info, self.source_id)  # type: ignore[attr-defined]
 
