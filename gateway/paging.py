@@ -1,9 +1,11 @@
 """Merging per-source article lists into one page, and the opaque cursors over it.
 
 Every source's articles are cached newest first with their sort keys
-(:class:`~gateway.service.CachedFeed`), so a page is a lazy k-way merge that
-stops as soon as it has ``first + 1`` articles: the cost of a request grows with
-the page size, not with how many articles the sources hold.
+(:class:`~gateway.service.CachedFeed`), so a page is a lazy k-way merge that goes
+only as far as ``first + 1`` articles past the cursor: the cost of a request grows
+with the page size, not with how many articles the sources hold. The merge of a set
+of feeds is kept (:class:`PageViews`) while those feeds are current, so the requests
+that page through the same feeds continue one merge instead of each starting over.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ about 195 field executions per request, and most of them just read an attribute
 builds a ``Path`` and a ``GraphQLResolveInfo``, Strawberry calls two wrappers around
 ``getattr``, and ``complete_value`` walks the type (non-null, list, leaf) with three
 awaitable checks. Here a plan is made once per selection set and execution (field plans
-are kept across requests, by field node: the document cache keeps nodes stable):
+are kept across requests, by field node: the document cache keeps nodes stable; for
+operations without directives, sub-selections' collected fields and plans too, and
+completed sub-answers of cached articles: :mod:`gateway.schema.execmemo`):
 
 - plain leaves (scalars, enums) and ``__typename`` are read and coerced in one loop;
 - plain object fields go straight to their sub-selection (``collect_and_execute_subfields``);

@@ -94,7 +94,6 @@ async def run(mode: str, requests: int, profile: bool, query: str) -> None:
             if profiler:
                 pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
                 pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
-                profiler.dump_stats("/tmp/warm.prof")
 
 
 def main() -> None:
