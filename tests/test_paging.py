@@ -68,3 +68,52 @@ def test_local_search_applies_only_to_its_stream() -> None:
 def test_bad_cursor() -> None:
     with pytest.raises(BadUserInput):
         decode_cursor("bm9wZQ")
+
+
+def test_one_kept_view_pages_like_a_merge_made_for_each_page() -> None:
+    import random
+
+    from gateway.paging import MergedFeeds
+
+    rng = random.Random(7)
+    pool = [art(f"x{i}", rng.choice([None, *range(40)]), title=rng.choice(["cat", "dog"])) for i in range(60)]
+    streams = [stream(*rng.sample(pool, 25)), stream(*rng.sample(pool, 25), needle="cat"), stream(*rng.sample(pool, 10))]
+    kept = MergedFeeds(streams)
+    everything, _ = merge_page(streams, first=200)
+    cursors = [None, *(decode_cursor(encode_cursor(a)) for a in everything)]
+    asks = [(first, after, since) for first in (0, 1, 3, 10) for after in cursors
+            for since in (None, T0 - timedelta(hours=20))]
+    rng.shuffle(asks)  # pages asked in any order: the kept view materialises as far as each needs
+    for first, after, since in asks:
+        start, stop, more = kept.page(first=first, after=after, since=since)
+        assert (kept.articles[start:stop], more) == merge_page(streams, first=first, after=after, since=since)
+        assert [kept.cursor(i) for i in range(start, stop)] == [encode_cursor(a) for a in kept.articles[start:stop]]
+
+
+def test_views_are_kept_while_their_feeds_are_current() -> None:
+    import gc
+
+    from gateway.outcomes import CachedFeed
+    from gateway.paging import PageViews
+    from gateway.sources.base import Validators
+
+    def feed(*articles: NormalizedArticle) -> CachedFeed:
+        return CachedFeed.build(articles, 0, T0, Validators())
+
+    def streams_of(*feeds: CachedFeed | None) -> list[Stream]:
+        return [Stream(f.articles, f.sort_keys, f.key_by_id) if f else Stream((), (), {}) for f in feeds]
+
+    views = PageViews(max_views=2)
+    a, b = feed(art("a1", 1), art("a2", 2)), feed(art("b1", 1.5))
+    first = views.view([a, b, None], streams_of(a, b, None))
+    assert views.view([a, b, None], streams_of(a, b, None)) is first and views.built == 1
+    assert ids(first.articles[slice(*first.page(first=5)[:2])]) == ["a1", "b1", "a2"]
+    b2 = feed(art("b1", 1.5), art("b0", 0.5))  # b refreshed: a new feed object, a new view
+    second = views.view([a, b2, None], streams_of(a, b2, None))
+    assert second is not first and views.built == 2 and len(views) == 2
+    del first, b
+    gc.collect()
+    assert len(views) == 1  # b is gone: so is the view over it
+    views.view([b2], streams_of(b2))
+    views.view([a], streams_of(a))
+    assert len(views) == 2  # bounded: the least recently used went first
