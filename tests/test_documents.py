@@ -32,6 +32,17 @@ async def test_one_validation_for_twenty_variable_sets(gateway: RunningGateway) 
     assert docs.validations - before_v == 1
 
 
+async def test_a_new_document_is_parsed_once_for_the_estimate_and_the_execution(gateway: RunningGateway) -> None:
+    docs = _documents(gateway)
+    text = "query Once($first: Int!) { articles(first: $first) { nodes { id } } }"
+    before_p, before_h = docs.parses, docs.hits
+    assert len((await gateway.data(text, {"first": 2}))["articles"]["nodes"]) == 2
+    # The gate parsed it (for the cost estimate) into the schema's cache, where the
+    # schema's parse step found it: one parse, one hit, none of Strawberry's own.
+    assert docs.parses - before_p == 1 and docs.hits - before_h == 1
+    assert docs.get(text) is not None
+
+
 async def test_invalid_documents_are_refused_from_the_cache(gateway: RunningGateway) -> None:
     docs = _documents(gateway)
     # Too deep (over 12 levels) yet cheap (first: 1 at every level), so the cost gate

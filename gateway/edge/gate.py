@@ -28,6 +28,7 @@ import orjson
 from graphql import DocumentNode, GraphQLError, OperationDefinitionNode, OperationType, parse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.documents import CachedDocument, DocumentCache
 from gateway.edge.cost import QueryTooExpensive
 from gateway.edge.http import (
     GRAPHQL_RESPONSE_JSON,
@@ -78,14 +79,28 @@ def _header(scope: Scope, name: bytes) -> str | None:
 class GraphQLGate:
     def __init__(
         self, app: ASGIApp, *, max_tokens: int, clock: Clock, document_cache_size: int = 1024,
-        metrics: Metrics | None = None,
+        metrics: Metrics | None = None, documents: DocumentCache | None = None,
     ) -> None:
         self.app = app
         self.clock = clock
         self.metrics = metrics
-        self._parse = functools.lru_cache(maxsize=document_cache_size)(
-            functools.partial(parse, max_tokens=max_tokens)
-        )
+        self._max_tokens = max_tokens
+        # With the schema's document cache, a document is parsed once: here, for the
+        # estimate, and the schema's own parse step then finds it (gateway/documents.py).
+        self._documents = documents
+        self._parse = self._parse_shared if documents is not None else functools.lru_cache(
+            maxsize=document_cache_size
+        )(functools.partial(parse, max_tokens=max_tokens))
+
+    def _parse_shared(self, text: str) -> DocumentNode:
+        documents = self._documents
+        assert documents is not None
+        entry = documents.get(text)
+        if entry is None:
+            entry = CachedDocument(parse(text, max_tokens=self._max_tokens))
+            documents.parses += 1
+            documents.put(text, entry)
+        return entry.document
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
