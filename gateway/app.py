@@ -240,7 +240,7 @@ def create_app(
             response_cache, max_body_bytes=max_body,
             on_hit=on_cache_hit if metrics is not None or settings.operation_log else None,
         ),
-        max_tokens=MAX_TOKENS, clock=clock, metrics=metrics, documents=schema.documents,
+        max_tokens=MAX_TOKENS, clock=clock, documents=schema.documents, metrics=metrics,
     )
 
     async def serve_hit(scope: Scope, answer: Answer, send: Send) -> bool:

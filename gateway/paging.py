@@ -195,7 +195,7 @@ class PageViews:
         view = MergedFeeds(streams)
         self.built += 1
         forget = self._forgetter(key)
-        refs = tuple(_NO_FEED if feed is None else weakref.ref(feed, forget) for feed in feeds)
+        refs = tuple(_no_feed if feed is None else weakref.ref(feed, forget) for feed in feeds)
         self._views[key] = (refs, view)
         if len(self._views) > self.max_views:
             self._views.popitem(last=False)
@@ -213,7 +213,5 @@ class PageViews:
 
 
 def _no_feed() -> None:
+    """Stands in for the weak reference of a missing feed: calling it gives None."""
     return None
-
-
-_NO_FEED = _no_feed  # stands in for the weak reference of a missing feed: calling it gives None

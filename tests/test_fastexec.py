@@ -453,8 +453,8 @@ def test_field_plans_live_as_long_as_their_document() -> None:
 
     before = len(execmemo._memos_by_operation)
     document = parse("{ a }")
-    plans = execmemo.operation_plans(document.definitions[0])
-    assert execmemo.operation_plans(document.definitions[0]) is plans
+    plans = execmemo.operation_memo(document.definitions[0]).fields
+    assert execmemo.operation_memo(document.definitions[0]).fields is plans
     assert len(execmemo._memos_by_operation) == before + 1
     del document, plans
     gc.collect()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -78,23 +77,19 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 class GraphQLGate:
     def __init__(
-        self, app: ASGIApp, *, max_tokens: int, clock: Clock, document_cache_size: int = 1024,
-        metrics: Metrics | None = None, documents: DocumentCache | None = None,
+        self, app: ASGIApp, *, max_tokens: int, clock: Clock, documents: DocumentCache,
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
         self.clock = clock
         self.metrics = metrics
         self._max_tokens = max_tokens
-        # With the schema's document cache, a document is parsed once: here, for the
-        # estimate, and the schema's own parse step then finds it (gateway/documents.py).
+        # The schema's document cache: a document is parsed once, here (for the
+        # estimate), and the schema's own parse step then finds it (gateway/documents.py).
         self._documents = documents
-        self._parse = self._parse_shared if documents is not None else functools.lru_cache(
-            maxsize=document_cache_size
-        )(functools.partial(parse, max_tokens=max_tokens))
 
-    def _parse_shared(self, text: str) -> DocumentNode:
+    def _parse(self, text: str) -> DocumentNode:
         documents = self._documents
-        assert documents is not None
         entry = documents.get(text)
         if entry is None:
             entry = CachedDocument(parse(text, max_tokens=self._max_tokens))

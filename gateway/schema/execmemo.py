@@ -87,11 +87,6 @@ def operation_memo(operation: Any) -> OperationMemo:
     return memo
 
 
-def operation_plans(operation: Any) -> dict[tuple[int, int], tuple[Any, Any, Any]]:
-    """The field plans of ``operation`` (see :class:`OperationMemo`)."""
-    return operation_memo(operation).fields
-
-
 #: How many completed sub-answers a :class:`ResultMemo` keeps (then it starts over).
 RESULT_MEMO_MAX = 10_000
 
