@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import create_app
+from gateway.app import GC_THRESHOLDS, create_app
 from gateway.demo.server import DemoServer
 from gateway.settings import Settings
 from tests.conftest import sources_of
@@ -110,6 +110,17 @@ async def test_two_apps_in_one_process_share_no_state(
         admin = await asyncpg.connect(pg_admin_url)
         await admin.execute(f'DROP DATABASE IF EXISTS "{other_db}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_the_collector_runs_less_often_while_the_app_runs(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    import gc
+
+    before = gc.get_threshold()
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, NEWSAPI_ONLY[0])))):
+        assert gc.get_threshold() == GC_THRESHOLDS
+    assert gc.get_threshold() == before  # and the process's own again after shutdown
 
 
 async def test_graphiql_is_served_to_browsers(gateway: RunningGateway) -> None:
