@@ -7,9 +7,11 @@ upstream, sources at ``ttl_s = 3600``) is driven through ASGI with the FrontPage
 CPU µs per request; ``--profile`` adds cProfile's top functions (cProfile roughly triples
 the time: compare shares, not totals).
 
-Usage: ``.venv/bin/python -m tests.bench.profile_warm [--mode nocache|vars20|identical]
+Usage: ``.venv/bin/python -m tests.bench.profile_warm [--mode nocache|vars20|identical|newdoc]
 [--requests N] [--profile] [--query TEXT]``. ``nocache`` turns the response cache off
 (``response_cache_ttl_ms=0``): execution itself, the case the cache cannot help.
+``newdoc`` sends a document never seen before with every request (the query with a
+numbered comment), the cache off: parsing, validation and the estimate, then execution.
 """
 
 from __future__ import annotations
@@ -70,21 +72,26 @@ async def run(mode: str, requests: int, profile: bool, query: str) -> None:
             sources=tuple(replace(s, ttl_s=3600) for s in demo_sources(demo.url)), data_dir=data_dir,
             maintenance=False,
         )
-        if mode == "nocache":
+        if mode in ("nocache", "newdoc"):
             settings = replace(settings, response_cache_ttl_ms=0)
         settings = replace(settings, edge=replace(settings.edge, rate_limit_burst=10**9, rate_limit_per_s=1e8))
         app = create_app(settings)
         async with app.router.lifespan_context(app) as state:
             variables = [{"first": 5}] if mode == "identical" else [{"first": 5 + i} for i in range(20)]
-            bodies = [orjson.dumps({"query": query, "variables": v}) for v in variables]
-            for i in range(max(200, 3 * len(bodies))):
+            warm = max(200, 3 * len(variables))
+            if mode == "newdoc":  # numbered comments: every text new, in the warm-up and after
+                texts = [f"{query}\n# {i}" for i in range(warm + requests)]
+                bodies = [orjson.dumps({"query": t, "variables": {"first": 5}}) for t in texts]
+            else:
+                bodies = [orjson.dumps({"query": query, "variables": v}) for v in variables]
+            for i in range(warm):
                 sent = await _call(app, bodies[i % len(bodies)], state)
                 assert sent[0]["status"] == 200, sent
             profiler = cProfile.Profile() if profile else None
             wall, cpu = time.perf_counter(), time.process_time()
             if profiler:
                 profiler.enable()
-            for i in range(requests):
+            for i in range(warm, warm + requests):
                 await _call(app, bodies[i % len(bodies)], state)
             if profiler:
                 profiler.disable()
@@ -98,7 +105,7 @@ async def run(mode: str, requests: int, profile: bool, query: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", choices=("nocache", "vars20", "identical"), default="nocache")
+    parser.add_argument("--mode", choices=("nocache", "vars20", "identical", "newdoc"), default="nocache")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--query", default=QUERY)
