@@ -191,7 +191,12 @@ def build_source_service(
         tracer=tracer,
         recorder=recorder,
     )
-    cache = FeedCache(db, tasks, capacity=settings.memory_cache_entries, clock=clock, metrics=metrics)
+    cache = FeedCache(
+        db, tasks, capacity=settings.memory_cache_entries, clock=clock, metrics=metrics,
+        write_delay_s=settings.write_behind_delay_ms / 1000,
+    )
+    if listener is not None:
+        listener.subscribe_waiting(cache.wanted)
     items = HNItems(
         client, cache, capacity=settings.memory_cache_entries * ITEMS_PER_FEED_ENTRY, fetch_budget_s=budget_s, clock=clock
     )

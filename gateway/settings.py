@@ -30,6 +30,9 @@ DEFAULT_DB_POOL_MAX = 10
 DEFAULT_DB_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_DB_COMMAND_TIMEOUT_S = 5.0
 DEFAULT_MEMORY_CACHE_ENTRIES = 1024
+#: A refresh's cache row is written this long after its answer (0: at once), unless
+#: another process waits for it: the answers go out before Postgres gets the work.
+DEFAULT_WRITE_BEHIND_DELAY_MS = 20
 #: Payloads larger than this are parsed in a worker process, off the event loop.
 DEFAULT_OFFLOOP_PARSE_BYTES = 256 * 1024
 #: Largest upstream body we accept; bigger ones are a BAD_PAYLOAD, not an OOM.
@@ -182,6 +185,7 @@ class Settings:
     db_connect_timeout_s: float = DEFAULT_DB_CONNECT_TIMEOUT_S
     db_command_timeout_s: float = DEFAULT_DB_COMMAND_TIMEOUT_S
     memory_cache_entries: int = DEFAULT_MEMORY_CACHE_ENTRIES
+    write_behind_delay_ms: int = DEFAULT_WRITE_BEHIND_DELAY_MS
     offloop_parse_bytes: int = DEFAULT_OFFLOOP_PARSE_BYTES
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     stats_retention_h: int = DEFAULT_STATS_RETENTION_H
@@ -277,6 +281,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("GATEWAY_DB_CONNECT_TIMEOUT_S", "db_connect_timeout_s", DEFAULT_DB_CONNECT_TIMEOUT_S, float, 0.1),
     EnvVar("GATEWAY_DB_COMMAND_TIMEOUT_S", "db_command_timeout_s", DEFAULT_DB_COMMAND_TIMEOUT_S, float, 0.1),
     EnvVar("GATEWAY_MEMORY_CACHE_ENTRIES", "memory_cache_entries", DEFAULT_MEMORY_CACHE_ENTRIES),
+    EnvVar("GATEWAY_WRITE_BEHIND_DELAY_MS", "write_behind_delay_ms", DEFAULT_WRITE_BEHIND_DELAY_MS, minimum=0),
     EnvVar("GATEWAY_OFFLOOP_PARSE_BYTES", "offloop_parse_bytes", DEFAULT_OFFLOOP_PARSE_BYTES, minimum=0),
     EnvVar("GATEWAY_MAX_UPSTREAM_BODY_BYTES", "max_body_bytes", DEFAULT_MAX_BODY_BYTES),
     EnvVar("GATEWAY_STATS_RETENTION_H", "stats_retention_h", DEFAULT_STATS_RETENTION_H),

@@ -106,3 +106,44 @@ async def test_a_peer_s_success_is_adopted_without_a_call(
         assert tech_result(await first)["status"] == "FRESH"
     assert waited["status"] == "FRESH" and waited["error"] is None
     assert demo.control.count("feeds.rss") == 1
+
+
+async def test_a_lone_process_writes_its_cache_rows_behind_its_answers(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    """With nobody else waiting, a refresh's row is written after the delay, not with
+    the answer; whatever waits for the writes (read-your-writes, settle) sends them."""
+    settings = make_settings(sources_of(demo.url, TECH), write_behind_delay_ms=60_000)
+    async with RunningGateway(create_app(settings)) as gw:
+        await both_listening(gw)
+        result = await gw.query("{ articles(first: 1) { nodes { id } sources { status } } }")
+        assert result["data"]["articles"]["sources"] == [{"status": "FRESH"}]
+        cache = gw.services.source_service.cache
+
+        async def row_count() -> int:
+            async with gw.services.db.pool.acquire() as conn:
+                return await conn.fetchval("SELECT count(*) FROM fetch_cache WHERE source_id = 'tech'")
+
+        assert await row_count() == 0 and cache.hastened == 0  # held back, 60 s to go
+        (node,) = result["data"]["articles"]["nodes"]
+        found = await gw.data("query($id: ID!) { article(id: $id) { id } }", {"id": node["id"]})
+        assert found["article"] == {"id": node["id"]}  # read-your-writes sent the write
+        assert await row_count() == 1 and cache.hastened == 1
+
+
+async def test_a_write_another_process_waits_for_goes_at_once(
+    demo: DemoServer, make_settings: Callable[..., Settings]
+) -> None:
+    """The waiting process says so in its lease bid (a NOTIFY): the holder writes at
+    once instead of after its delay, which here is far past the waiter's patience."""
+    demo.control.set_fault("feeds.rss:tech", latency_ms=300)
+    settings = make_settings(sources_of(demo.url, TECH), write_behind_delay_ms=60_000)
+    async with RunningGateway(create_app(settings)) as a, RunningGateway(create_app(settings)) as b:
+        await both_listening(a, b)
+        first = asyncio.ensure_future(a.query(QUERY))
+        await until(lambda: demo.control.count("feeds.rss") == 1)  # a holds the lease and is calling
+        waited = tech_result(await b.query(QUERY))
+        assert waited["status"] == "FRESH" and waited["error"] is None  # not a peer-wait TIMEOUT
+        assert tech_result(await first)["status"] == "FRESH"
+        assert a.services.source_service.cache.hastened == 1
+    assert demo.control.count("feeds.rss") == 1

@@ -121,12 +121,12 @@ async def test_a_cold_refresh_costs_one_statement_plus_two_per_source(
             written = [stack.enter_context(listener.watch(s, "latest")) for s in ("bbc", "tech", "world")]
             db.query_log = []
             data = await gw.data(QUERY)
-            await gw.services.source_service.tasks.drain(timeout_s=5)
+            await gw.services.source_service.writes_done(timeout_s=5)
             await asyncio.wait_for(asyncio.gather(*(w.event.wait() for w in written)), 2)
         assert set(statuses(data).values()) == {"FRESH"}
         log = db.query_log
         assert len(log) == 7, "\n---\n".join(log)
-        writes = [i for i, q in enumerate(log) if "pg_notify" in q]
+        writes = [i for i, q in enumerate(log) if "INSERT INTO fetch_cache" in q]
         releases = [i for i, q in enumerate(log) if q.startswith("DELETE FROM fetch_leases")]
         assert len(writes) == 3 and len(releases) == 3 and writes[0] < releases[0]
         async with db.pool.acquire() as conn:

@@ -234,7 +234,7 @@ class Maintenance:
             if isinstance(result, Exception):
                 log.warning("refresh ahead failed: %s: %s", type(result).__name__, result)
         # the new rows must be visible to the next round (and to the other processes)
-        await self.service.tasks.drain(timeout_s=STATEMENT_TIMEOUT_S)
+        await self.service.writes_done(timeout_s=STATEMENT_TIMEOUT_S)
         return sum(1 for r in done if r is True)
 
     async def _collect(self, report: RoundReport) -> None:

@@ -74,7 +74,7 @@ class SourceService:
     async def aclose(self) -> None:
         await self._resolves.aclose()
         await self.coordinator.aclose()
-        await self.tasks.drain(timeout_s=5)  # let pending cache writes land
+        await self.writes_done(timeout_s=5)  # let pending cache writes land
         await self.items.aclose()
 
     async def settle(self, *, timeout_s: float) -> None:
@@ -82,6 +82,12 @@ class SourceService:
         (stale-while-revalidate ones too), then the cache writes behind them."""
         await self._resolves.wait_idle(timeout_s=timeout_s)
         await self.coordinator.wait_idle(timeout_s=timeout_s)
+        await self.writes_done(timeout_s=timeout_s)
+
+    async def writes_done(self, *, timeout_s: float) -> None:
+        """Wait (bounded) for the cache writes and lease releases pending now, the
+        writes held back by the write-behind delay sent at once."""
+        self.cache.flush()
         await self.tasks.drain(timeout_s=timeout_s)
 
     def adapter(self, source: SourceConfig) -> Adapter:
@@ -215,7 +221,7 @@ class SourceService:
         if self.db is None:
             return {}
         if len(self.tasks):  # read your writes: ids fetched a moment ago may still be on their way
-            await self.tasks.drain(timeout_s=min(READ_YOUR_WRITES_WAIT_S, deadline.remaining()))
+            await self.writes_done(timeout_s=min(READ_YOUR_WRITES_WAIT_S, deadline.remaining()))
         return await self.db.run(
             lambda conn: article_queries.get_many(conn, ids), timeout_s=max(deadline.remaining(), MIN_WAIT_S)
         )

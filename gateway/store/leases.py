@@ -5,7 +5,10 @@ row committed (``cache.PUT_REFRESHED``); ``!CODE:STATUS|source_id|request_key`` 
 the lease holder's refresh failed with that :class:`~gateway.errors.SourceErrorCode`
 (STATUS: the upstream's HTTP status, or empty) and released the lease
 (:data:`RELEASE_FAILED`), so processes waiting for it stop at once. Source ids cannot
-start with "!" (see settings), so the two never collide.
+start with "!" (see settings), so the two never collide. ``?source_id|request_key``
+says a process found the key's lease held by another and waits for its refresh: the
+holder then writes that refresh's row at once rather than after its write-behind
+delay (:class:`~gateway.service.feedcache.FeedCache`).
 """
 
 from __future__ import annotations
@@ -26,16 +29,28 @@ CHANNEL = "gateway_cache"
 ASYNC_COMMIT = "async_commit AS (SELECT set_config('synchronous_commit', 'off', true))"
 
 
-TRY_ACQUIRE = """INSERT INTO fetch_leases AS l (source_id, request_key, holder, expires_at)
-           VALUES ($1, $2, $3, now() + make_interval(secs => $4))
-           ON CONFLICT (source_id, request_key) DO UPDATE
-               SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
-               WHERE l.expires_at < now() OR l.holder = EXCLUDED.holder
-           RETURNING holder"""
+#: Prefix of the payload saying a process waits for another's refresh of a key.
+WAITING_PREFIX = "?"
+
+TRY_ACQUIRE = f"""
+    WITH taken AS (
+        INSERT INTO fetch_leases AS l (source_id, request_key, holder, expires_at)
+        VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+        ON CONFLICT (source_id, request_key) DO UPDATE
+            SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
+            WHERE l.expires_at < now() OR l.holder = EXCLUDED.holder
+        RETURNING holder
+    ), waiting AS (
+        SELECT pg_notify('{CHANNEL}', '{WAITING_PREFIX}' || $1 || '|' || $2) WHERE NOT EXISTS (SELECT 1 FROM taken)
+    )
+    SELECT (SELECT holder FROM taken) AS holder, (SELECT count(*) FROM waiting) AS waiting"""
+
 
 async def try_acquire(conn: asyncpg.Connection, source_id: str, key: str, holder: str, ttl_s: float) -> bool:
-    """Take the lease unless somebody else holds an unexpired one. One round-trip."""
-    return bool(await conn.fetch(TRY_ACQUIRE, source_id, key, holder, ttl_s))
+    """Take the lease unless somebody else holds an unexpired one (then say we wait
+    for its refresh). One round-trip."""
+    (row,) = await conn.fetch(TRY_ACQUIRE, source_id, key, holder, ttl_s)
+    return row["holder"] is not None
 
 
 RELEASE = "DELETE FROM fetch_leases WHERE source_id = $1 AND request_key = $2 AND holder = $3"
@@ -99,11 +114,16 @@ READ_AND_TRY_ACQUIRE_MANY = f"""
             SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at
             WHERE l.expires_at < now() OR l.holder = EXCLUDED.holder
         RETURNING source_id, request_key)
+    , waiting AS (  -- the keys held by another process: we may wait for its refresh
+        SELECT pg_notify('{CHANNEL}', '{WAITING_PREFIX}' || w.source_id || '|' || w.request_key) FROM wanted w
+        WHERE NOT EXISTS (SELECT 1 FROM lease WHERE lease.source_id = w.source_id
+                                                 AND lease.request_key = w.request_key))
     , {ASYNC_COMMIT}
     SELECT w.source_id, w.request_key, c.payload, c.fetched_at, c.etag, c.last_modified,
            c.source_id IS NOT NULL AS cached,
            EXISTS (SELECT 1 FROM lease
-                   WHERE lease.source_id = w.source_id AND lease.request_key = w.request_key) AS acquired
+                   WHERE lease.source_id = w.source_id AND lease.request_key = w.request_key) AS acquired,
+           (SELECT count(*) FROM waiting) AS waiting
     FROM async_commit, wanted w
     LEFT JOIN fetch_cache c ON c.source_id = w.source_id AND c.request_key = w.request_key"""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from gateway.store.leases import CHANNEL, FAILURE_PREFIX, parse_failure_tag
+from gateway.store.leases import CHANNEL, FAILURE_PREFIX, WAITING_PREFIX, parse_failure_tag
 from gateway.store.live import ARTICLES_CHANNEL
 
 log = logging.getLogger("gateway.store")
@@ -42,6 +42,7 @@ class CacheListener:
         self._task: asyncio.Task[None] | None = None
         self._subscribers: list[Callable[[str | None], None]] = []
         self._article_subscribers: list[Callable[[int | None], None]] = []
+        self._waiting_subscribers: list[Callable[[str, str], None]] = []
         self.connected = asyncio.Event()
 
     def start(self) -> None:
@@ -76,6 +77,11 @@ class CacheListener:
         self._subscribers.append(callback)
         return lambda: self._subscribers.remove(callback) if callback in self._subscribers else None
 
+    def subscribe_waiting(self, callback: Callable[[str, str], None]) -> None:
+        """Call ``callback(source_id, request_key)`` when a process starts waiting for
+        another's refresh of that key (it found the lease held). Runs on the loop."""
+        self._waiting_subscribers.append(callback)
+
     def subscribe_articles(self, callback: Callable[[int | None], None]) -> Callable[[], None]:
         """Call ``callback(seq)`` when articles up to sequence number ``seq`` committed
         (any process), and ``callback(None)`` on each (re)connect. Returns the
@@ -92,6 +98,11 @@ class CacheListener:
                 callback(int(seq))
 
     def _on_notify(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        if payload.startswith(WAITING_PREFIX):
+            source_id, _, key = payload[len(WAITING_PREFIX) :].partition("|")
+            for waiting in self._waiting_subscribers:
+                waiting(source_id, key)
+            return
         failure: tuple[str, int | None] | None = None
         if payload.startswith(FAILURE_PREFIX):
             tag, _, payload = payload[len(FAILURE_PREFIX) :].partition("|")
