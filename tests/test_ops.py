@@ -5,6 +5,7 @@ multi-process checks run ``gateway serve`` itself, as an operator would."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -247,33 +248,43 @@ async def test_operation_log_metrics_and_statistics_can_each_be_turned_off(
     assert len(logged) == 1 and logged[0].request_id
 
 
+@contextmanager
+def process_logging() -> Iterator[None]:
+    """Leave the process's logging as it was: configure() replaces the root logger's
+    handlers and structlog's defaults for the whole process."""
+    import structlog
+
+    from gateway.ops import logging as gateway_logging
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, {n: logging.getLogger(n).handlers[:] for n in gateway_logging.THIRD_PARTY})
+    try:
+        yield
+    finally:
+        gateway_logging.shutdown()
+        root.handlers, root.level = saved[0], saved[1]
+        for name, handlers in saved[2].items():
+            logging.getLogger(name).handlers = handlers
+        structlog.reset_defaults()
+
+
 def test_log_lines_are_written_by_the_writer_thread_with_their_own_time() -> None:
     """Each line carries the time it was logged, not the (later) time its batch was
     written; shutdown writes what is pending; our records and foreign ones alike."""
     import io
-    import logging
     from datetime import datetime, timezone
-
-    import structlog
 
     from gateway.ops import logging as gateway_logging
     from gateway.ops.operations import log_operation
 
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level, {n: logging.getLogger(n).handlers[:] for n in gateway_logging.THIRD_PARTY})
     stream = io.StringIO()
-    try:
+    with process_logging():
         gateway_logging.configure("json", "info", stream=stream)
         logging.getLogger("gateway.test").info("plain %s", "line")
         log_operation(request_id="r1", client="c", name="Op", op_type="query", outcome="ok", duration_ms=1.0,
                       sources={"s": "CACHED"}, errors=None, cache_hit=True)
         logged_at = datetime.now(timezone.utc)
         gateway_logging.shutdown()
-    finally:
-        root.handlers, root.level = saved[0], saved[1]
-        for name, handlers in saved[2].items():
-            logging.getLogger(name).handlers = handlers
-        structlog.reset_defaults()
     lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["event"] for line in lines] == ["plain line", "graphql.operation"]
     assert lines[1]["request_id"] == "r1" and lines[1]["sources"] == {"s": "CACHED"} and lines[1]["cache_hit"]
@@ -284,19 +295,14 @@ def test_the_direct_json_line_is_the_line_structlog_renders() -> None:
     """json_lines() skips structlog's processor chain for the per-request line: what it
     writes must stay what the chain writes (keys, their order, values, time format)."""
     import io
-    import logging
     import re
-
-    import structlog
 
     from gateway.ops import logging as gateway_logging
 
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level, {n: logging.getLogger(n).handlers[:] for n in gateway_logging.THIRD_PARTY})
     stream = io.StringIO()
     fields = {"request_id": "r1", "client": None, "operation_name": "Op", "operation_type": "query", "outcome": "ok",
               "duration_ms": 1.25, "sources": {"s": "CACHED"}, "errors": ["X"], "cache_hit": True}
-    try:
+    with process_logging():
         gateway_logging.configure("json", "info", stream=stream)
         write = gateway_logging.json_lines("gateway.request")
         assert write is not None and gateway_logging.json_lines("gateway.request") is write
@@ -305,12 +311,6 @@ def test_the_direct_json_line_is_the_line_structlog_renders() -> None:
         gateway_logging.shutdown()
         gateway_logging.configure("console", "info", stream=io.StringIO())
         assert gateway_logging.json_lines("gateway.request") is None  # console lines: structlog's path
-        gateway_logging.shutdown()
-    finally:
-        root.handlers, root.level = saved[0], saved[1]
-        for name, handlers in saved[2].items():
-            logging.getLogger(name).handlers = handlers
-        structlog.reset_defaults()
     direct, chained = (orjson.loads(line) for line in stream.getvalue().splitlines())
     assert list(direct) == list(chained)
     assert {k: v for k, v in direct.items() if k != "timestamp"} == {k: v for k, v in chained.items() if k != "timestamp"}
