@@ -37,3 +37,20 @@ def test_statuses_are_classified_in_one_place() -> None:
     assert status_of(errors.CircuitOpen("c")) is SourceStatus.SKIPPED
     assert status_of(UpstreamHTTPError(500, "h")) is SourceStatus.FAILED
     assert status_of(errors.UnknownSource("u")) is SourceStatus.FAILED
+
+
+def test_the_logged_code_is_the_code_the_client_gets() -> None:
+    from graphql import GraphQLError
+
+    from gateway.schema.errors import classify, code_of
+
+    cases = [
+        GraphQLError("Syntax Error: Expected Name, found <EOF>."),
+        GraphQLError("Unknown fragment 'Missing'."),
+        GraphQLError("Too deep", extensions={"code": "QUERY_TOO_DEEP"}),
+        GraphQLError("bad", original_error=errors.CriticalSourceFailed("critical source 'x' has no data")),
+        GraphQLError("Int cannot represent 'x'", original_error=GraphQLError("Int cannot represent 'x'")),
+        GraphQLError("boom", original_error=RuntimeError("boom")),
+    ]
+    for error in cases:
+        assert code_of(error) == classify(error, None).extensions["code"], error.message

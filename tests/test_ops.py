@@ -248,6 +248,16 @@ async def test_operation_log_metrics_and_statistics_can_each_be_turned_off(
     assert len(logged) == 1 and logged[0].request_id
 
 
+async def test_the_operation_line_names_the_codes_the_client_got(
+    gateway: RunningGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="gateway.request")
+    result = await gateway.query("{ sources { ...Missing } }")
+    assert result["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    (line,) = [r for r in caplog.records if r.getMessage() == "graphql.operation"]
+    assert line.errors == ["GRAPHQL_VALIDATION_FAILED"] and line.outcome == "error"  # was [None]
+
+
 @contextmanager
 def process_logging() -> Iterator[None]:
     """Leave the process's logging as it was: configure() replaces the root logger's

@@ -63,6 +63,13 @@ def log_operation(
     log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "graphql.operation", (), None, extra=fields))
 
 
+def _codes(errors: list[Any]) -> list[str]:
+    """The codes the client gets for these errors (not classified yet at this point)."""
+    from gateway.schema.errors import code_of  # gateway.schema imports this module
+
+    return [code_of(e) for e in errors]
+
+
 def logging_on(enabled: bool) -> bool:
     """Whether an operation line would be written (GATEWAY_OPERATION_LOG, then the level)."""
     return enabled and log.isEnabledFor(logging.INFO)
@@ -110,7 +117,7 @@ class OperationObserver(SchemaExtension):
                 outcome=outcome,
                 duration_ms=round(seconds * 1000, 2),
                 sources={o.source.id: o.status.value for o in ctx.outcomes},
-                errors=[(e.extensions or {}).get("code") for e in result.errors] if result and result.errors else None,
+                errors=_codes(result.errors) if result and result.errors else None,
                 cache_hit=False,
             )
 

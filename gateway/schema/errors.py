@@ -19,6 +19,20 @@ from gateway.errors import GatewayError
 log = logging.getLogger("gateway.graphql")
 
 
+def code_of(error: GraphQLError) -> str:
+    """The code :func:`classify` gives ``error``, without rebuilding or logging it
+    (for the operation log line, which sees the errors before they are classified)."""
+    original = error.original_error
+    if isinstance(original, GatewayError):
+        return original.code
+    code = (error.extensions or {}).get("code")
+    if original is None:
+        return code or ("GRAPHQL_PARSE_FAILED" if error.message.startswith("Syntax Error") else "GRAPHQL_VALIDATION_FAILED")
+    if isinstance(original, GraphQLError):
+        return code or "BAD_USER_INPUT"
+    return "INTERNAL_SERVER_ERROR"
+
+
 def classify(error: GraphQLError, request_id: str | None) -> GraphQLError:
     original = error.original_error
     extensions = dict(error.extensions or {})

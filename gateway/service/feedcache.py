@@ -7,7 +7,7 @@ serves from. Writes go behind the answer: the requests waiting for a refresh hav
 their data as soon as it is parsed, and the row (with its NOTIFY) follows, after
 ``write_delay_s`` (GATEWAY_WRITE_BEHIND_DELAY_MS), so that the answers are sent
 before the write's work, ours and Postgres's, competes with them: on a cold burst
-over three feeds, sending the answers took ~7 ms longer with the writes at once. A
+over three feeds, the answers went out 7-14 ms later with the writes at once. A
 write that another process waits for goes at once: that process said so (a
 ``?source|key`` NOTIFY from its lease bid, :meth:`wanted`). Whatever waits for the
 writes themselves (read-your-writes, shutdown, maintenance) has them sent at once
