@@ -100,12 +100,7 @@ def gateway_serve(env: dict[str, str], *, workers: int = 1,
         yield proc, f"http://127.0.0.1:{port}"
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            interrupt(proc, timeout_s=20)
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
@@ -132,3 +127,14 @@ async def headless_dom(url: str, *, budget_ms: int) -> tuple[str, list[str]]:
     out, err = await asyncio.wait_for(proc.communicate(), timeout=90)
     log = err.decode(errors="replace")
     return out.decode(errors="replace"), [line for line in log.splitlines() if "Content Security Policy" in line]
+
+
+def interrupt(proc: subprocess.Popen[Any], *, timeout_s: float) -> None:
+    """Stop a process as Ctrl-C would (its graceful shutdown), killing it if it has not
+    exited within ``timeout_s``."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

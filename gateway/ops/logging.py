@@ -140,7 +140,8 @@ class _Lines:
     debug = info = warning = warn = error = critical = exception = fatal = msg
 
 
-_structured: dict[Any, Any] = {}  # loggers by name, JSON writers by (name, "json")
+_structured: dict[str, Any] = {}  # structlog loggers by name
+_json_writers: dict[str, Callable[[str, dict[str, Any]], None]] = {}  # json_lines() by name
 
 
 def structured(name: str) -> Any | None:
@@ -168,7 +169,7 @@ def json_lines(name: str) -> Callable[[str, dict[str, Any]], None] | None:
     writer = _listener
     if writer is None or not _json:
         return None
-    found = _structured.get((name, "json"))
+    found = _json_writers.get(name)
     if found is None:
 
         def write(event: str, fields: dict[str, Any]) -> None:
@@ -178,7 +179,7 @@ def json_lines(name: str) -> Callable[[str, dict[str, Any]], None] | None:
             fields["timestamp"] = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")  # as TimeStamper
             writer.push(_dumps(fields))
 
-        found = _structured[(name, "json")] = write
+        found = _json_writers[name] = write
     return found
 
 
@@ -228,6 +229,7 @@ def configure(log_format: str, level: str = "INFO", *, stream: Any = None) -> No
     _listener.start()
     writer = _listener
     _structured.clear()
+    _json_writers.clear()
     structlog.configure(
         processors=[
             *shared[1:],  # (color_message comes from uvicorn's records only)
@@ -261,3 +263,4 @@ def shutdown() -> None:
         _listener.stop()  # flushes what is queued
         _listener = None
         _structured.clear()
+        _json_writers.clear()

@@ -71,7 +71,7 @@ class FeedCache:
         self.metrics = metrics
         self.write_delay_s = write_delay_s
         self._held: dict[FeedKey, asyncio.Event] = {}  # writes waiting out the delay: set = go now
-        self._wanted: OrderedDict[FeedKey, None] = OrderedDict()
+        self._wanted: OrderedDict[FeedKey, bool] = OrderedDict()  # see wanted()
         self.hastened = 0  # writes not held back for the whole delay (a peer waits, or flush())
         self._memory: LRUCache[FeedKey, CachedFeed] = LRUCache(maxsize=capacity)
         #: Keys requests asked for since the last take_reads(): the search they came
@@ -147,7 +147,7 @@ class FeedCache:
                 if then is not None:  # after the row is visible: see put_refreshed
                     await then()
 
-        waited_for = self._wanted.pop(key, False) is None  # another process said it waits
+        waited_for = self._wanted.pop(key, False)  # another process said it waits
         if self.db is None or self.write_delay_s <= 0 or waited_for:
             self.hastened += waited_for
             self.tasks.spawn(write())
@@ -176,7 +176,7 @@ class FeedCache:
         if go is not None:
             go.set()
             return
-        self._wanted[key] = None
+        self._wanted[key] = True
         self._wanted.move_to_end(key)
         while len(self._wanted) > MAX_WANTED:
             self._wanted.popitem(last=False)

@@ -43,6 +43,7 @@ TRY_ACQUIRE = f"""
     ), waiting AS (
         SELECT pg_notify('{CHANNEL}', '{WAITING_PREFIX}' || $1 || '|' || $2) WHERE NOT EXISTS (SELECT 1 FROM taken)
     )
+    -- one row whether or not the lease was taken; naming "waiting" makes it run
     SELECT (SELECT holder FROM taken) AS holder, (SELECT count(*) FROM waiting) AS waiting"""
 
 
@@ -123,7 +124,7 @@ READ_AND_TRY_ACQUIRE_MANY = f"""
            c.source_id IS NOT NULL AS cached,
            EXISTS (SELECT 1 FROM lease
                    WHERE lease.source_id = w.source_id AND lease.request_key = w.request_key) AS acquired,
-           (SELECT count(*) FROM waiting) AS waiting
+           (SELECT count(*) FROM waiting) AS waiting  -- a CTE runs only if named
     FROM async_commit, wanted w
     LEFT JOIN fetch_cache c ON c.source_id = w.source_id AND c.request_key = w.request_key"""
 

@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import resource
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ import asyncpg
 import httpx
 import psutil
 
-from tests.helpers import REPO, free_port
+from tests.helpers import REPO, free_port, interrupt
 from tests.live import SUBSCRIBE, FeedUpstream
 
 TARGET_P99_MS = 100.0
@@ -234,12 +233,7 @@ async def run(upstream: FeedUpstream, url: str, tmp: Path, n: int, count: int) -
                 s.transport.close()
     finally:
         await listen.close()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        interrupt(proc, timeout_s=30)
 
     print(f"fan-out, commit to the last subscriber, {count} rounds (1 new article each):")
     print(f"  {'subscribers':>11} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
