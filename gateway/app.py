@@ -41,7 +41,7 @@ from gateway.ops.readiness import Drain, Readiness
 from gateway.ops.tracing import provider_from_env, tracer_of
 from gateway.persisted import PersistedDocuments, PersistedDocumentsMiddleware
 from gateway.resilience.clock import Clock, SystemClock
-from gateway.respcache import READS_KEY, Answer, ResponseCache, ResponseCacheFront, ResponseCacheMiddleware
+from gateway.respcache import READS_KEY, Answer, Flight, ResponseCache, ResponseCacheFront, ResponseCacheMiddleware
 from gateway.schema import MAX_TOKENS, build_schema
 from gateway.schema.errors import classify
 from gateway.services import Services
@@ -148,31 +148,41 @@ def create_app(
     metrics = Metrics() if settings.metrics else None
     persisted = PersistedDocuments(max_documents=settings.persisted_max)
 
-    async def on_cache_hit(scope: Scope, answer: Answer, send: Send) -> bool:
-        """A hit is still an operation served: count it and log it as one (the gate,
-        outside the cache, has charged the client for it). True would mean "answered
-        here"."""
+    def served(scope: Scope, answer: Answer, *, hit: bool) -> None:
+        """An answer repeated to another request (a hit, or a request that shared a
+        running execution) is still an operation served: count it and log it as one
+        (the gate, outside the cache, has charged the client for it). A hit ran
+        nothing and stays out of the duration histogram; a request that shared an
+        execution waited for it, and is in it."""
+        arrived = scope.get(ARRIVED_AT)
+        seconds = clock.monotonic() - arrived if arrived is not None else 0.0
         if metrics is not None:
             counters = answer.memo
             if counters is None:
                 counters = answer.memo = metrics.replay(answer.operation, answer.statuses)
             metrics.count_deferred(counters)
+            if not hit and answer.operation is not None:
+                metrics.graphql_duration.observe(seconds)
         if answer.operation is None or not operations.logging_on(settings.operation_log):
-            return False
+            return
         name, op_type, outcome = answer.operation
         identity = scope.get(CLIENT)
-        arrived = scope.get(ARRIVED_AT)
         operations.log_operation(
             request_id=scope.get(REQUEST_ID),
             client=identity.id if identity is not None else None,
             name=name,
             op_type=op_type,
             outcome=outcome,
-            duration_ms=round((clock.monotonic() - arrived) * 1000, 2) if arrived is not None else 0.0,
+            duration_ms=round(seconds * 1000, 2),
             sources=dict(answer.statuses),
-            errors=None,
-            cache_hit=True,
+            errors=list(answer.error_codes) if answer.error_codes else None,
+            cache_hit=hit,
         )
+
+    async def on_cache_hit(scope: Scope, answer: Answer, send: Send) -> bool:
+        """The miss path's hit (an answer stored meanwhile): counted and logged, never
+        answered here (False)."""
+        served(scope, answer, hit=True)
         return False
 
     response_cache = ResponseCache(
@@ -250,17 +260,25 @@ def create_app(
             CoalesceIdentical(graphql_app, clock=clock, max_body_bytes=max_body),
             response_cache, max_body_bytes=max_body,
             on_hit=on_cache_hit if metrics is not None or settings.operation_log else None,
+            on_shared=(lambda scope, answer: served(scope, answer, hit=False))
+            if metrics is not None or settings.operation_log else None,
         ),
         max_tokens=MAX_TOKENS, clock=clock, documents=schema.documents, metrics=metrics,
     )
 
     async def serve_hit(scope: Scope, answer: Answer, send: Send) -> bool:
         # metrics and the log line, once the hit is admitted
-        return await gate.serve_hit(scope, answer, send, served=lambda: on_cache_hit(scope, answer, send))
+        return await gate.serve_hit(scope, answer, send, served=lambda answer: on_cache_hit(scope, answer, send))
+
+    async def serve_joined(scope: Scope, flight: Flight, send: Send) -> bool:
+        async def joined(answer: Answer) -> None:
+            served(scope, answer, hit=False)
+
+        return await gate.serve_joined(scope, flight, send, served=joined)
 
     graphql_endpoint = ResponseCacheFront(
         PersistedDocumentsMiddleware(gate, persisted, persisted_only=settings.persisted_only),
-        response_cache, max_body_bytes=max_body, serve_hit=serve_hit, join=gate.serve_joined,
+        response_cache, max_body_bytes=max_body, serve_hit=serve_hit, join=serve_joined,
     )
 
     async def root(request: Request) -> Response:

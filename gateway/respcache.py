@@ -154,6 +154,11 @@ def _outcome(result: dict[str, Any] | None) -> str:
     return "partial" if result.get("errors") else "ok"
 
 
+def _error_codes(result: dict[str, Any] | None) -> tuple[str | None, ...]:
+    errors = (result or {}).get("errors") or ()
+    return tuple((e.get("extensions") or {}).get("code") for e in errors if isinstance(e, dict))
+
+
 def _etag(body: bytes) -> bytes:
     return b'"' + hashlib.blake2b(body, digest_size=16).hexdigest().encode() + b'"'
 
@@ -183,6 +188,8 @@ class Answer:
     #: request again: the cost it charged up front and the media type it negotiated.
     requested: int | None = None
     media: str | None = None
+    #: The codes of the answer's errors, for the log line of each request it answers.
+    error_codes: tuple[str | None, ...] = ()
     #: Whatever the hit hook derives once per answer (the metrics it moves).
     memo: Any = None
     ages_until: float = -math.inf  # epoch seconds: the recomputed ages hold until then
@@ -414,6 +421,9 @@ HitHook = Callable[[Scope, Answer, Send], Awaitable[bool]]
 #: it, waits for the flight's answer and sends it (True), or declines (False: the
 #: request goes the whole way, where it shares the same execution).
 JoinHook = Callable[[Scope, Flight, Send], Awaitable[bool]]
+#: Called for a request on the miss path that shared an execution already running,
+#: before its answer is sent (the app counts and logs it).
+SharedHook = Callable[[Scope, "Answer"], None]
 
 
 def _header(scope: Scope, name: bytes) -> bytes:
@@ -426,11 +436,13 @@ def _header(scope: Scope, name: bytes) -> bytes:
 class ResponseCacheMiddleware:
     """ASGI middleware in front of the GraphQL endpoint (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, cache: ResponseCache, *, max_body_bytes: int, on_hit: HitHook | None = None):
+    def __init__(self, app: ASGIApp, cache: ResponseCache, *, max_body_bytes: int, on_hit: HitHook | None = None,
+                 on_shared: SharedHook | None = None):
         self.app = app
         self.cache = cache
         self.max_body_bytes = max_body_bytes
         self.on_hit = on_hit
+        self.on_shared = on_shared
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not _cacheable_request(scope):
@@ -452,8 +464,12 @@ class ResponseCacheMiddleware:
             if self.on_hit is not None and await self.on_hit(scope, answer, send):
                 return
         else:
-            flight = self.cache.flights.start(key, scope, lambda: self._produce(scope, body, key))
+            flights = self.cache.flights
+            shared = flights.get(key) is not None
+            flight = flights.start(key, scope, lambda: self._produce(scope, body, key))
             answer = await asyncio.shield(flight.task)
+            if shared and self.on_shared is not None:
+                self.on_shared(scope, answer)  # its operation was observed once, for the first
         await self._send(scope, send, answer)
 
     async def _produce(self, scope: Scope, body: bytes, key: tuple[bytes, ...]) -> Answer:
@@ -489,6 +505,7 @@ class ResponseCacheMiddleware:
             cost=reads.cost,
             operation=(*reads.operation, _outcome(reads.result)) if reads.operation else None,
             statuses=tuple(reads.statuses),
+            error_codes=_error_codes(reads.result),
             requested=scope.get(REQUESTED_COST),
             media=scope.get(NEGOTIATED_MEDIA),
         )

@@ -67,6 +67,53 @@ async def test_metrics_count_requests_operations_sources_and_breakers(
     assert samples(text, "gateway_rate_limited_total") is not None
 
 
+async def test_requests_that_share_an_execution_are_each_counted_and_logged(
+    demo: DemoServer, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A burst of identical requests runs one execution (the response cache's front
+    hands it to the rest): every request is still an operation served, counted, timed
+    (each waited for it) and logged with its own request id."""
+    caplog.set_level("INFO", logger="gateway.request")
+    demo.control.set_fault("*", latency_ms=500)  # the first stays in flight while the others arrive
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, TECH)))) as gw:
+        flights = gw.app.state.response_cache.flights
+        first = asyncio.ensure_future(gw.post(NAMED))
+        async with asyncio.timeout(10):
+            while not len(flights):
+                await asyncio.sleep(0.005)
+        others = await asyncio.gather(*(gw.post(NAMED) for _ in range(4)))
+        assert (await first).status_code == 200 and all(r.status_code == 200 for r in others)
+        assert flights.joined == 4 and gw.services.source_service.stats["tech"].upstream_calls == 1
+        text = (await gw.client.get("/metrics")).text
+    assert value(text, "gateway_graphql_operations_total", operation_name="FrontPage", outcome="ok") == 5
+    assert value(text, "gateway_graphql_duration_seconds_count") == 5
+    assert value(text, "gateway_source_results_total", source="tech", status="FRESH") == 5
+    lines = [r for r in caplog.records if r.getMessage() == "graphql.operation"]
+    assert len(lines) == 5 and len({r.request_id for r in lines}) == 5
+    assert {(r.operation_name, r.outcome, r.cache_hit) for r in lines} == {("FrontPage", "ok", False)}
+    assert all(r.sources == {"tech": "FRESH"} for r in lines)
+    assert all(r.duration_ms > 0 for r in lines)
+
+
+async def test_a_hit_on_an_answer_with_errors_logs_its_error_codes(
+    demo: DemoServer, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hit repeats the answer's errors in its log line, as the miss logged them."""
+    caplog.set_level("INFO", logger="gateway.request")
+    query = '{ sources { id } articles(after: "nope") { nodes { id } } }'
+    async with RunningGateway(create_app(make_settings(sources_of(demo.url, TECH)))) as gw:
+        cache = gw.app.state.response_cache
+        first = (await gw.post(query)).json()
+        assert first["data"]["sources"] and first["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+        hits = cache.hits
+        await gw.post(query)
+        assert cache.hits == hits + 1  # kept briefly (PARTIAL_TTL_S), not for the whole TTL
+    miss, hit = [r for r in caplog.records if r.getMessage() == "graphql.operation"]
+    assert (miss.cache_hit, hit.cache_hit) == (False, True)
+    assert miss.errors == hit.errors == ["BAD_USER_INPUT"]
+    assert miss.outcome == hit.outcome == "partial"
+
+
 async def test_operation_names_have_bounded_cardinality(gateway: RunningGateway) -> None:
     from gateway.ops.metrics import MAX_OPERATION_NAMES
 

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.demo.server import DemoServer
-from gateway.respcache import PARTIAL_TTL_S, Answer, ResponseCache
+from gateway.respcache import PARTIAL_TTL_S, Answer, ResponseCache, ResponseCacheMiddleware
 from gateway.settings import EdgeSettings, Settings
 from tests.clock import FakeClock
 from tests.conftest import sources_of
@@ -341,3 +341,49 @@ async def test_a_joining_request_over_budget_is_refused_at_once(
             assert "data" not in r.json()
         assert (await first).status_code == 200
         assert flights.joined == 3  # all three answered by the front, none went the whole way
+
+
+async def test_a_request_sharing_an_execution_on_the_miss_path_is_reported() -> None:
+    """A request that reaches the miss path while an identical one executes (it passed
+    the front before that one's flight existed) shares that execution, and the app
+    hears of it (to count and log it); the request that ran is not reported again."""
+    release = asyncio.Event()
+    ran = 0
+
+    async def app(scope, receive, send) -> None:
+        nonlocal ran
+        ran += 1
+        await receive()
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"data":{}}'})
+
+    shared: list[Answer] = []
+    cache = ResponseCache(ttl_ms=1000, max_mb=1, clock=FakeClock())
+    middleware = ResponseCacheMiddleware(app, cache, max_body_bytes=1000,
+                                         on_shared=lambda scope, answer: shared.append(answer))
+
+    async def request() -> list[dict]:
+        sent: list[dict] = []
+        scope = {"type": "http", "method": "POST", "query_string": b"", "path": "/graphql",
+                 "headers": [(b"content-type", b"application/json")]}
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b'{"query":"{ a }"}', "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await middleware(scope, receive, send)
+        return sent
+
+    first = asyncio.ensure_future(request())
+    async with asyncio.timeout(5):
+        while not len(cache.flights):
+            await asyncio.sleep(0)
+    second = asyncio.ensure_future(request())
+    await asyncio.sleep(0)  # nothing on its way to the flight suspends: it waits on it now
+    release.set()
+    answers = await asyncio.gather(first, second)
+    assert ran == 1 and len(shared) == 1
+    assert [a[-1]["body"] for a in answers] == [b'{"data":{}}', b'{"data":{}}'] and shared[0].body == b'{"data":{}}'

@@ -66,6 +66,9 @@ RESOLVED_QUERY = "gateway.edge.resolved_query"
 ACTUAL_COST_HEADER = b"x-gateway-actual-cost"
 HAS_EXTENSIONS_HEADER = b"x-gateway-has-extensions"
 _INTERNAL = (ACTUAL_COST_HEADER, HAS_EXTENSIONS_HEADER)
+#: Called with the answer a hit or a joined request is about to be sent, once it is
+#: admitted (the app counts and logs it as an operation served).
+Served = Callable[["Answer"], Awaitable[object]]
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -289,8 +292,7 @@ class GraphQLGate:
         await send({"type": "http.response.start", "status": status_code, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})
 
-    async def serve_hit(self, scope: Scope, answer: Answer, send: Send,
-                        served: Callable[[], Awaitable[object]] | None = None) -> bool:
+    async def serve_hit(self, scope: Scope, answer: Answer, send: Send, served: Served | None = None) -> bool:
         """A response-cache hit, answered before any parsing (the cache's front): the
         client is charged the cost the miss was charged, settled to its actual cost,
         and the answer gets this client's cost and RateLimit headers. False (the
@@ -321,13 +323,13 @@ class GraphQLGate:
         code, headers_in, body = answer.respond(scope, self.clock.now().timestamp())
         code, headers, payload = _finish(code, headers_in, body, media, requested, actual, status, reset_s)
         if served is not None:
-            await served()  # counted before the client can see it (and scrape /metrics)
+            await served(answer)  # counted before the client can see it (and scrape /metrics)
         await send({"type": "http.response.start", "status": code, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})
         return True
 
 
-    async def serve_joined(self, scope: Scope, flight: Flight, send: Send) -> bool:
+    async def serve_joined(self, scope: Scope, flight: Flight, send: Send, served: Served | None = None) -> bool:
         """A request identical to one being executed (the response cache's front found
         its flight): identical requests pass the checks above alike, so it is not read,
         parsed and estimated again. It is charged up front what the running one was,
@@ -361,6 +363,8 @@ class GraphQLGate:
         reset_s = limiter.bucket(client.id).restore_s() if limiter is not None and status is not None else 0.0
         code, headers_in, body = answer.respond(scope, self.clock.now().timestamp())
         code, headers, payload = _finish(code, headers_in, body, media, requested, actual, status, reset_s)
+        if served is not None:
+            await served(answer)
         await send({"type": "http.response.start", "status": code, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})
         return True
