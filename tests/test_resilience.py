@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import asyncpg
@@ -104,13 +104,13 @@ async def test_two_workers_on_one_database_make_one_call_per_source(
     assert all(r["articles"]["nodes"] for r in results)
 
 
-async def test_a_cold_refresh_costs_one_statement_plus_two_per_source(
+async def test_a_cold_refresh_costs_one_statement_plus_three_per_source(
     demo: DemoServer, make_settings: Callable[..., Settings]
 ) -> None:
     """Cold keys: one statement reads the cache and bids for the leases of all three
-    sources; after each upstream call, one statement writes the row and the articles
-    and notifies the other processes (they wait on it, so it must not be five), then
-    one ends the lease."""
+    sources; after each upstream call, one statement writes the row and notifies the
+    other processes (they wait on it, so it must not be five), one ends the lease,
+    and one writes the articles (nobody waits for them)."""
     settings = make_settings(sources_of(demo.url, *three()))
     async with RunningGateway(create_app(settings)) as gw:
         listener = gw.services.listener
@@ -125,10 +125,12 @@ async def test_a_cold_refresh_costs_one_statement_plus_two_per_source(
             await asyncio.wait_for(asyncio.gather(*(w.event.wait() for w in written)), 2)
         assert set(statuses(data).values()) == {"FRESH"}
         log = db.query_log
-        assert len(log) == 7, "\n---\n".join(log)
+        assert len(log) == 10, "\n---\n".join(log)
         writes = [i for i, q in enumerate(log) if "INSERT INTO fetch_cache" in q]
         releases = [i for i, q in enumerate(log) if q.startswith("DELETE FROM fetch_leases")]
-        assert len(writes) == 3 and len(releases) == 3 and writes[0] < releases[0]
+        articles = [i for i, q in enumerate(log) if "INSERT INTO articles" in q]
+        assert len(writes) == 3 and len(releases) == 3 and len(articles) == 3
+        assert writes[0] < releases[0] and writes[0] < articles[0]
         async with db.pool.acquire() as conn:
             assert await conn.fetchval("SELECT count(*) FROM fetch_leases") == 0
             for source_id in ("bbc", "tech", "world"):
@@ -175,6 +177,27 @@ async def test_the_refresh_write_leaves_the_lease_to_a_later_statement(database_
         assert record is not None and not acquired  # the row is there, the lease still held
         await lease_queries.release(conn, "s", "latest", "holder-a")
         assert await conn.fetchval("SELECT count(*) FROM fetch_leases") == 0
+
+
+async def test_articles_follow_their_row_and_only_while_it_is_current(database_url: str) -> None:
+    """The articles go in after the row, only if that row is still the key's: a newer
+    row from another process written in between keeps its own articles."""
+    from gateway.sources.base import NormalizedArticle
+
+    def row(article_id: str, fetched_at: datetime) -> cache_queries.CacheRow:
+        article = NormalizedArticle(id=article_id, source_id="s", title=article_id, url=f"https://x/{article_id}")
+        return cache_queries.CacheRow("s", "latest", {"articles": [article.to_json()], "dropped": 0},
+                                      fetched_at, None, None)
+
+    now = datetime.now(timezone.utc)
+    older, newer = row("old", now), row("new", now + timedelta(seconds=1))
+    async with migrated_connection(database_url) as conn:
+        await cache_queries.put_refreshed(conn, older)
+        await cache_queries.put_refreshed(conn, newer)  # another process, in between
+        await cache_queries.put_articles(conn, older)
+        assert await conn.fetchval("SELECT count(*) FROM articles") == 0
+        await cache_queries.put_articles(conn, newer)
+        assert [r["id"] for r in await conn.fetch("SELECT id FROM articles")] == ["new"]
 
 
 async def test_one_refused_key_does_not_fail_the_others_in_its_batch(

@@ -9,9 +9,11 @@ their data as soon as it is parsed, and the row (with its NOTIFY) follows, after
 before the write's work, ours and Postgres's, competes with them: on a cold burst
 over three feeds, the answers went out 7-14 ms later with the writes at once. A
 write that another process waits for goes at once: that process said so (a
-``?source|key`` NOTIFY from its lease bid, :meth:`wanted`). Whatever waits for the
-writes themselves (read-your-writes, shutdown, maintenance) has them sent at once
-(:meth:`flush`).
+``?source|key`` NOTIFY from its lease bid, :meth:`wanted`). The row's articles
+(the ``articles`` table, for ``article(id:)`` and live updates) always wait out the
+delay, in a statement of their own: nobody else waits for them. Whatever waits for
+the writes themselves (read-your-writes, shutdown, maintenance) has them sent at
+once (:meth:`flush`).
 """
 
 from __future__ import annotations
@@ -131,30 +133,42 @@ class FeedCache:
         *,
         then: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
-        """Keep ``feed`` in memory now, and write it (row, articles, NOTIFY) behind the
-        answer; ``then`` runs once the write is done or failed (a lease release)."""
+        """Keep ``feed`` in memory now, and write it behind the answer: its row (with
+        the NOTIFY), then ``then`` (a lease release) once that is done or failed, then
+        its articles. The row waits out the write-behind delay unless another process
+        waits for it; the articles always do (nobody waits for them: this process's
+        own readers flush them)."""
         self._memory[key] = feed
-
-        async def write() -> None:
-            # The whole row even after a 304: the earlier write may never have landed
-            # (Postgres was down), and a touch of a missing row would keep it missing.
-            row = cache_queries.CacheRow(  # built here: off the path of the waiting requests
-                key[0], key[1], feed.to_payload(), feed.fetched_at, feed.validators.etag, feed.validators.last_modified
-            )
-            try:
-                await self.quietly(lambda conn: cache_queries.put_refreshed(conn, row))
-            finally:
-                if then is not None:  # after the row is visible: see put_refreshed
-                    await then()
-
         waited_for = self._wanted.pop(key, False)  # another process said it waits
-        if self.db is None or self.write_delay_s <= 0 or waited_for:
-            self.hastened += waited_for
-            self.tasks.spawn(write())
-        else:
-            self.tasks.spawn(self._held_back(key, write))
+        if self.db is None:
+            if then is not None:
+                self.tasks.spawn(then())
+            return
+        self.hastened += waited_for
+        self.tasks.spawn(self._write(key, feed, then, row_now=waited_for or self.write_delay_s <= 0))
 
-    async def _held_back(self, key: FeedKey, write: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    async def _write(
+        self, key: FeedKey, feed: CachedFeed, then: Callable[[], Coroutine[Any, Any, None]] | None, *, row_now: bool
+    ) -> None:
+        if not row_now:
+            self.hastened += await self._held_back(key)
+        # The whole row even after a 304: the earlier write may never have landed
+        # (Postgres was down), and a touch of a missing row would keep it missing.
+        row = cache_queries.CacheRow(  # built here: off the path of the waiting requests
+            key[0], key[1], feed.to_payload(), feed.fetched_at, feed.validators.etag, feed.validators.last_modified
+        )
+        try:
+            await self.quietly(lambda conn: cache_queries.put_refreshed(conn, row))
+        finally:
+            if then is not None:  # after the row is visible: see put_refreshed
+                await then()
+        if row_now and self.write_delay_s > 0:
+            await self._held_back(key)
+        await self.quietly(lambda conn: cache_queries.put_articles(conn, row))
+
+    async def _held_back(self, key: FeedKey) -> bool:
+        """Wait out the write-behind delay, or until :meth:`wanted` or :meth:`flush`
+        says to go now (True)."""
         go = self._held.get(key)
         if go is None:
             go = self._held[key] = asyncio.Event()
@@ -162,11 +176,11 @@ class FeedCache:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.write_delay_s):
                     await go.wait()
-                self.hastened += 1
+                return True
+            return False
         finally:
             if self._held.get(key) is go:
                 del self._held[key]
-        await write()
 
     def wanted(self, source_id: str, request_key: str) -> None:
         """Another process waits for this key's refresh: write it at once, now if its

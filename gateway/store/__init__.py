@@ -23,6 +23,7 @@ HOT_STATEMENTS: dict[str, tuple[Any, ...]] = {
     leases.RELEASE_FAILED: (*_NOBODY, ""),
     cache.GET_MANY: ("", []),
     cache.PUT_REFRESHED: ("", "", {"articles": [], "dropped": 0}, _EPOCH, None, None),
+    cache.PUT_ARTICLES: ("", "", [], _EPOCH),
     cache.PUT_MANY: ([], [], [], [], [], []),
     articles.GET_MANY: ([],),
 }

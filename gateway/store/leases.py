@@ -8,7 +8,9 @@ the lease holder's refresh failed with that :class:`~gateway.errors.SourceErrorC
 start with "!" (see settings), so the two never collide. ``?source_id|request_key``
 says a process found the key's lease held by another and waits for its refresh: the
 holder then writes that refresh's row at once rather than after its write-behind
-delay (:class:`~gateway.service.feedcache.FeedCache`).
+delay (:class:`~gateway.service.feedcache.FeedCache`). ``source_id|*`` says the
+``articles`` table changed for that source (``cache.PUT_ARTICLES``): no key's waiters
+wake, and the response caches drop what they built from those articles.
 """
 
 from __future__ import annotations

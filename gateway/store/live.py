@@ -3,7 +3,7 @@ sequence number, and the channel that announces new ones.
 
 On :data:`ARTICLES_CHANNEL` a payload ``SEQ|source_id`` says a refresh of that
 source committed articles new to the table, the highest of them numbered SEQ
-(written by ``cache.PUT_REFRESHED``). It is a wake-up call, well under NOTIFY's
+(written by ``cache.PUT_ARTICLES``). It is a wake-up call, well under NOTIFY's
 8 kB: listeners read the rows themselves, by ``seq > last seen``.
 """
 
