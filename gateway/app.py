@@ -40,8 +40,9 @@ from gateway.ops.metrics import HTTPMetrics, Metrics
 from gateway.ops.readiness import Drain, Readiness
 from gateway.ops.tracing import provider_from_env, tracer_of
 from gateway.persisted import PersistedDocuments, PersistedDocumentsMiddleware
+from gateway.reads import READS_KEY
 from gateway.resilience.clock import Clock, SystemClock
-from gateway.respcache import READS_KEY, Answer, Flight, ResponseCache, ResponseCacheFront, ResponseCacheMiddleware
+from gateway.respcache import Answer, Flight, ResponseCache, ResponseCacheFront, ResponseCacheMiddleware
 from gateway.schema import MAX_TOKENS, build_schema
 from gateway.schema.errors import classify
 from gateway.services import Services

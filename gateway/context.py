@@ -14,7 +14,7 @@ from gateway.resilience.deadline import Deadline
 if TYPE_CHECKING:
     from gateway.documents import CachedDocument
     from gateway.outcomes import SourceOutcome
-    from gateway.respcache import ReadLog
+    from gateway.reads import ReadLog
     from gateway.schema.execmemo import ResultMemo
     from gateway.services import Services
 

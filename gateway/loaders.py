@@ -24,7 +24,7 @@ from gateway.settings import Settings, SourceConfig
 from gateway.sources.base import HNItem, NormalizedArticle
 
 if TYPE_CHECKING:
-    from gateway.respcache import ReadLog
+    from gateway.reads import ReadLog
 
 
 @dataclass(frozen=True, slots=True)
