@@ -18,6 +18,7 @@ import pytest
 from gateway.app import create_app
 from gateway.demo.server import DemoServer
 from gateway.settings import Settings, SourceConfig, parse_sources
+from gateway.store.db import Database
 from tests.helpers import RunningGateway
 
 
@@ -62,6 +63,21 @@ def _with_database(url: str, name: str) -> str:
     head, sep, query = url.partition("?")
     base = head.rsplit("/", 1)[0]
     return f"{base}/{name}{sep}{query}"
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """The gateway's own pool on the test database, migrated, statements warm."""
+    from gateway.store import HOT_STATEMENTS
+    from gateway.store.migrate import migrate
+    from tests.clock import FakeClock
+
+    database = await Database.connect(
+        database_url, min_size=1, max_size=2, connect_timeout_s=5, command_timeout_s=5, clock=FakeClock(),
+        setup=migrate, warm=HOT_STATEMENTS,
+    )
+    yield database
+    await database.close()
 
 
 @pytest.fixture(scope="session")

@@ -5,13 +5,23 @@ asserted is who waited for whom and how many upstream calls were made."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+
+import pytest
 
 from gateway.app import create_app
 from gateway.demo.server import DemoServer
-from gateway.service.coordinator import PEER_WAIT_MARGIN_S
+from gateway.errors import UpstreamTimeout
+from gateway.service import coordinator as coordinator_module
+from gateway.service.coordinator import PEER_WAIT_MARGIN_S, RefreshCoordinator
+from gateway.service.feedcache import FeedCache
+from gateway.service.tasks import BackgroundTasks
 from gateway.settings import Settings
 from gateway.store import leases as lease_queries
+from gateway.store.db import Database
+from gateway.store.listener import Watch
+from tests.clock import FakeClock
 from tests.conftest import sources_of
 from tests.helpers import RunningGateway
 
@@ -147,3 +157,55 @@ async def test_a_write_another_process_waits_for_goes_at_once(
         assert tech_result(await first)["status"] == "FRESH"
         assert a.services.source_service.cache.hastened == 1
     assert demo.control.count("feeds.rss") == 1
+
+
+class LateNotices:
+    """A listener whose notifications are read after the poll's answer, every time:
+    what the real one does now and then under load (its connection and the pool's are
+    read by the same loop, in no set order). The test delivers each notice itself."""
+
+    def __init__(self) -> None:
+        self.seen = Watch()
+
+    @contextlib.contextmanager
+    def watch(self, source_id: str, key: str) -> Iterator[Watch]:
+        yield self.seen
+
+
+async def test_a_failure_noticed_after_the_lease_is_seen_gone_is_still_the_peer_s_failure(
+    db: Database, demo: DemoServer, make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The holder's failure releases the lease and sends its NOTIFY in one commit; a
+    waiter whose poll sees the lease gone before the NOTIFY is read must not take the
+    peer for dead and call the upstream itself (under a hanging upstream that was a
+    second wait of the source's timeout for every request in the process)."""
+    monkeypatch.setattr(coordinator_module, "FAILURE_NOTICE_S", 30.0)  # the notice comes when the test says
+    clock = FakeClock()
+    tasks = BackgroundTasks()
+    listener = LateNotices()
+    coordinator = RefreshCoordinator(FeedCache(db, tasks, capacity=10, clock=clock), listener,  # type: ignore[arg-type]
+                                     tasks, holder_id="b", refresh_budget_s=5.0, clock=clock)
+    (source,) = make_settings(sources_of(demo.url, TECH)).sources
+    key = ("tech", "latest")
+    assert await db.run(lambda conn: lease_queries.try_acquire(conn, *key, "a", 30.0))  # a peer refreshes
+    calls = 0
+
+    async def fetch(budget: object) -> object:
+        nonlocal calls
+        calls += 1
+        raise AssertionError("the waiter called the upstream itself")
+
+    watch = listener.seen
+    db.query_log = []
+    polls = lambda: db.query_log.count(lease_queries.PEER_STATE)  # noqa: E731
+    waiting = asyncio.ensure_future(coordinator.refresh(key, source, fetch, None))  # type: ignore[arg-type]
+    await until(lambda: polls() == 1)  # it saw the lease held, and waits
+    await db.run(lambda conn: lease_queries.release_failed(conn, *key, "a", "UPSTREAM_TIMEOUT", None))
+    watch.event.set()  # woken (its poll interval) before the failure's NOTIFY is read
+    await until(lambda: polls() == 2 and not watch.event.is_set())  # it saw the lease gone, and waits
+    watch.failure = ("UPSTREAM_TIMEOUT", None)
+    watch.event.set()
+    with pytest.raises(UpstreamTimeout, match="another worker"):
+        await waiting
+    assert calls == 0
+    await coordinator.aclose()

@@ -3,34 +3,19 @@ behind the answer and then run what follows them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
-
-import pytest
 
 from gateway.outcomes import CachedFeed
 from gateway.service.feedcache import FeedCache
 from gateway.service.tasks import BackgroundTasks
 from gateway.sources.base import NormalizedArticle, Validators
-from gateway.store import HOT_STATEMENTS
 from gateway.store.db import Database
-from gateway.store.migrate import migrate
 from tests.clock import FakeClock
 
 
 def feed(clock: FakeClock, *titles: str, age_s: float = 0) -> CachedFeed:
     articles = [NormalizedArticle(id=t, source_id="src", title=t, url=f"https://x.example/{t}") for t in titles]
     return CachedFeed.build(articles, 0, clock.now() - timedelta(seconds=age_s), Validators('"e"', None))
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = await Database.connect(
-        database_url, min_size=1, max_size=2, connect_timeout_s=5, command_timeout_s=5, clock=FakeClock(),
-        setup=migrate, warm=HOT_STATEMENTS,
-    )
-    yield database
-    await database.close()
 
 
 async def test_memory_is_bounded_and_newer_copies_win(db: Database) -> None:

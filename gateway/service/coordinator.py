@@ -48,6 +48,7 @@ PEER_POLL_S = 0.25  # how often a process waiting on another's refresh re-checks
 PEER_WAIT_MARGIN_S = 0.1  # a waiter waits the source's timeout plus this, no longer
 LEASE_WAIT_S = 0.5  # longest wait for the database to grant or refuse a lease
 BID_TIMEOUT_S = 1.0  # longest wait for a cold key's read-and-bid
+FAILURE_NOTICE_S = 0.05  # how long a lease gone without a row waits for the failure's NOTIFY
 
 #: A cold key's cache row (None: no row) and whether this process took its lease.
 Bid = tuple[asyncpg.Record | None, bool]
@@ -245,6 +246,8 @@ class RefreshCoordinator:
                 if row is not None and (entry is None or row["fetched_at"] > entry.fetched_at):
                     return self.cache.adopt(key, feed_of_row(cache_queries.row_of(row)))
                 if not held:
+                    if watch.failure is None:
+                        await self._failure_notice(watch)
                     if watch.failure is not None:
                         continue  # the failure arrived while we polled: report it
                     return None
@@ -253,6 +256,20 @@ class RefreshCoordinator:
                     async with asyncio.timeout(min(PEER_POLL_S, wait.remaining())):
                         await watch.event.wait()
         raise DeadlineExceeded(f"{source.id}: another worker's refresh did not finish within the source's timeout")
+
+    async def _failure_notice(self, watch: Watch) -> None:
+        """The lease is gone and no newer row came: the peer failed, or died. A failure
+        releases the lease and sends its NOTIFY in one commit, but the NOTIFY reaches
+        us on the listener's connection, which may be read after our poll's answer:
+        concluding "died" then would call the upstream again, a second wait of the
+        source's timeout for every request here (seen under a hanging upstream). So
+        give it a moment (only a peer that died, which sends nothing, waits it out)."""
+        if self.listener is None:
+            return
+        watch.event.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FAILURE_NOTICE_S):
+                await watch.event.wait()
 
     @contextlib.contextmanager
     def _watch(self, key: FeedKey) -> Iterator[Watch]:
