@@ -44,6 +44,8 @@ async def handler(request: web.Request) -> web.StreamResponse:
         return resp
     if path == "/gzip":
         return web.Response(body=gzip.compress(b"hello " * 100), headers={"Content-Encoding": "gzip"})
+    if path == "/gzip-bomb":  # a small body that inflates past the limit
+        return web.Response(body=gzip.compress(b"z" * (LIMIT * 4)), headers={"Content-Encoding": "gzip"})
     if path == "/slow":
         await asyncio.sleep(2)
         return web.Response(text="late")
@@ -105,6 +107,8 @@ async def test_body_limits_and_decoding(server: str, client: UpstreamClient) -> 
     with pytest.raises(BadPayload):
         await get(client, f"{server}/big-chunked", timeout_s=2)
     assert (await get(client, f"{server}/gzip", timeout_s=2)).content == b"hello " * 100
+    with pytest.raises(BadPayload, match="more than"):  # counted as decompressed, not as sent
+        await get(client, f"{server}/gzip-bomb", timeout_s=2)
 
 
 async def test_timeouts_and_dead_peers(server: str, client: UpstreamClient) -> None:
