@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -186,6 +186,16 @@ def create_app(
         served(scope, answer, hit=True)
         return False
 
+    def report(scope: Scope, *, hit: bool) -> Callable[[Answer], Awaitable[None]]:
+        """The gate's ``served`` callback for a request answered at the front."""
+
+        async def answered(answer: Answer) -> None:
+            served(scope, answer, hit=hit)
+
+        return answered
+
+    observed = metrics is not None or settings.operation_log
+
     response_cache = ResponseCache(
         ttl_ms=settings.response_cache_ttl_ms, max_mb=settings.response_cache_mb, clock=clock
     )
@@ -260,22 +270,18 @@ def create_app(
         ResponseCacheMiddleware(
             CoalesceIdentical(graphql_app, clock=clock, max_body_bytes=max_body),
             response_cache, max_body_bytes=max_body,
-            on_hit=on_cache_hit if metrics is not None or settings.operation_log else None,
-            on_shared=(lambda scope, answer: served(scope, answer, hit=False))
-            if metrics is not None or settings.operation_log else None,
+            on_hit=on_cache_hit if observed else None,
+            on_shared=(lambda scope, answer: served(scope, answer, hit=False)) if observed else None,
         ),
         max_tokens=MAX_TOKENS, clock=clock, documents=schema.documents, metrics=metrics,
     )
 
     async def serve_hit(scope: Scope, answer: Answer, send: Send) -> bool:
         # metrics and the log line, once the hit is admitted
-        return await gate.serve_hit(scope, answer, send, served=lambda answer: on_cache_hit(scope, answer, send))
+        return await gate.serve_hit(scope, answer, send, served=report(scope, hit=True))
 
     async def serve_joined(scope: Scope, flight: Flight, send: Send) -> bool:
-        async def joined(answer: Answer) -> None:
-            served(scope, answer, hit=False)
-
-        return await gate.serve_joined(scope, flight, send, served=joined)
+        return await gate.serve_joined(scope, flight, send, served=report(scope, hit=False))
 
     graphql_endpoint = ResponseCacheFront(
         PersistedDocumentsMiddleware(gate, persisted, persisted_only=settings.persisted_only),

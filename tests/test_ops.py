@@ -74,7 +74,7 @@ async def test_requests_that_share_an_execution_are_each_counted_and_logged(
     hands it to the rest): every request is still an operation served, counted, timed
     (each waited for it) and logged with its own request id."""
     caplog.set_level("INFO", logger="gateway.request")
-    demo.control.set_fault("*", latency_ms=500)  # the first stays in flight while the others arrive
+    demo.control.set_fault("*", latency_ms=1000)  # the first stays in flight while the others arrive
     async with RunningGateway(create_app(make_settings(sources_of(demo.url, TECH)))) as gw:
         flights = gw.app.state.response_cache.flights
         first = asyncio.ensure_future(gw.post(NAMED))
